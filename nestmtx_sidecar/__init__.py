@@ -1,0 +1,1 @@
+"""nestmtx-sidecar: Google Nest cameras as MediaMTX paths, with real-time events."""

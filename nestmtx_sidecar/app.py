@@ -1,0 +1,140 @@
+"""Assembles the sidecar: store, modules, bus, doors, background tasks, one ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import socketio
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .config import Settings
+from .dispatch import Dispatcher
+from .events import EventBus
+from .gateway import Gateway
+from .http_api import HttpApi, http_error, server_error
+from .logstream import LogStream
+from .modules.auth import Auth
+from .modules.cameras import Cameras
+from .modules.credentials import Credentials
+from .modules.health import Health
+from .modules.users import Users
+from .modules.version import Version
+from .receiver import HookReceiver
+from .security import Redactor, SecretBox, hash_password
+from .store import Store, users
+
+logger = logging.getLogger(__name__)
+
+
+class Sidecar:
+    """Every long-lived part of the service, wired together once."""
+
+    def __init__(self, settings: Settings, redactor: Redactor | None = None) -> None:
+        self.settings = settings
+        self.redactor = redactor or Redactor()
+        self.redactor.add(settings.app_key, settings.hook_secret, settings.admin_password)
+        self.log_stream = LogStream(self.redactor)
+        self.store = Store(settings.resolved_database_url)
+        self.box = SecretBox(settings.app_key)
+        self.bus = EventBus()
+        self.auth = Auth(self.store, settings.token_ttl)
+        self.cameras = Cameras(self.store)
+        self.credentials = Credentials(self.store, self.box, self.redactor)
+        self.dispatcher = Dispatcher([
+            self.auth, Users(self.store, self.auth), self.cameras, self.credentials,
+            Health({"database": self.store.ping}), Version(),
+        ])
+        manager = socketio.AsyncRedisManager(settings.redis_url) if settings.redis_url else None
+        self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager)
+        self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus)
+        self.bus.subscribe(self.gateway.publish)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        await self.store.migrate()
+        await self._ensure_admin()
+        self._spawn(self.log_stream.run(self.gateway.send_logs))
+        self._spawn(self.gateway.sweep_tokens())
+        if self.settings.spool_dir:
+            await self.receiver.replay_spool(Path(self.settings.spool_dir))
+        logger.info("nestmtx-sidecar ready")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.store.close()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    async def _ensure_admin(self) -> None:
+        """Create or update the configured admin; with none configured and no users, make one."""
+        username, password = self.settings.admin_username, self.settings.admin_password
+        async with self.store.begin() as conn:
+            existing = (await conn.execute(
+                sa.select(users.c.id).where(users.c.username == username)
+            )).scalar_one_or_none()
+            if not password:
+                if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar():
+                    return
+                password = secrets.token_urlsafe(12)
+                _announce(f"Created user {username!r} with password {password} "
+                          "(shown once; set NESTMTX_ADMIN_PASSWORD to choose your own)")
+            password_hash = await asyncio.to_thread(hash_password, password)
+            if existing is None:
+                await conn.execute(users.insert().values(
+                    username=username, password_hash=password_hash, can_login=True))
+            else:
+                await conn.execute(users.update().where(users.c.id == existing)
+                                   .values(password_hash=password_hash, can_login=True))
+
+
+def _announce(message: str) -> None:
+    """Printed straight to the terminal, never through logging: logs are streamed and kept."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
+    http = HttpApi(sidecar.dispatcher, sidecar.auth)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        result = await sidecar.dispatcher.modules["health"].call("list", None, None, None)
+        return JSONResponse(result, status_code=200 if result["status"] == "ok" else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await sidecar.start()
+        try:
+            yield
+        finally:
+            await sidecar.stop()
+
+    starlette = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/hooks/{hook}", sidecar.receiver.endpoint, methods=["POST"]),
+            *http.routes,
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    return socketio.ASGIApp(sidecar.gateway.sio, other_asgi_app=starlette,
+                            socketio_path="socket.io")

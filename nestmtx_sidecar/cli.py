@@ -1,0 +1,67 @@
+"""Command line: `serve`, `mediamtx-config`, `events`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, Settings, load_settings, with_generated_secrets
+from .logstream import TRACE, LogStream
+from .security import Redactor
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(super().format(record))
+
+
+def configure_logging(settings: Settings, redactor: Redactor, stream: LogStream) -> None:
+    logging.addLevelName(TRACE, "TRACE")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(RedactingFormatter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [console, stream]
+    root.setLevel(settings.python_log_level)
+    # Per-request access lines would flood the log stream; errors still come through.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .app import Sidecar, create_app
+
+    settings = with_generated_secrets(settings)
+    redactor = Redactor()
+    sidecar = Sidecar(settings, redactor)
+    configure_logging(settings, redactor, sidecar.log_stream)
+    for name in settings.secrets_generated:
+        logging.getLogger(__name__).info("generated %s in %s", name, settings.data_dir)
+    uvicorn.run(
+        create_app(sidecar), host=settings.host, port=settings.port, log_config=None,
+        # Deflate per message costs more than it saves on small JSON events.
+        ws_per_message_deflate=False, timeout_graceful_shutdown=8,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML settings file (default: $NESTMTX_CONFIG)")
+    parser = argparse.ArgumentParser(prog="nestmtx-sidecar", description=__doc__,
+                                     parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the sidecar", parents=[common])
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        if args.command == "serve":
+            serve(settings)
+    except ConfigError as exc:
+        print(f"nestmtx-sidecar: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

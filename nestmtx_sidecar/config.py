@@ -1,0 +1,186 @@
+"""Settings: one typed object, built once from the YAML file and NESTMTX_* variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from cryptography.fernet import Fernet
+
+ENV_PREFIX = "NESTMTX_"
+LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 2000
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    app_key: str = ""
+    hook_secret: str = ""
+    admin_username: str = "admin"
+    admin_password: str = ""
+    token_ttl: int = 86400
+    redis_url: str = ""
+    google_token_uri: str = "https://oauth2.googleapis.com/token"
+    sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
+    mediamtx_api_url: str = "http://127.0.0.1:9997"
+    mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
+    ffmpeg: str = "ffmpeg"
+    log_level: str = "info"
+    public_url: str = ""
+    spool_dir: str = ""
+    device_sync_interval: int = 3600
+    stream_start_timeout: float = 30.0
+    mqtt_url: str = ""
+    mqtt_base: str = "nestmtx"
+    mqtt_discovery_prefix: str = "homeassistant"
+    secrets_generated: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL with the async driver this service uses."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'sidecar.db').resolve()}"
+        scheme, sep, rest = url.partition("://")
+        drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+                   "postgres": "postgresql+asyncpg"}
+        return drivers.get(scheme, scheme) + sep + rest
+
+    @property
+    def python_log_level(self) -> int:
+        name = {"trace": "DEBUG", "warn": "WARNING", "fatal": "CRITICAL"}.get(
+            self.log_level, self.log_level.upper()
+        )
+        return logging.getLevelNamesMapping()[name]
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "secrets_generated"}
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the YAML file (if any), apply NESTMTX_* overrides, validate every value."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    raw: dict[str, Any] = {}
+    if config_file:
+        raw.update(_read_yaml(Path(config_file)))
+    for name in _FIELDS:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            raw[name] = value
+    values = {name: _coerce(name, value) for name, value in raw.items()}
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings")
+    unknown = sorted(set(map(str, data)) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    return data
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    key = ENV_PREFIX + name.upper()
+    if kind == "int":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
+        if isinstance(value, bool) or number < 0:
+            raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
+        return number
+    if kind == "float":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if kind == "Path":
+        return Path(str(value))
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return str(value)
+
+
+def _validate(settings: Settings) -> None:
+    if not 1 <= settings.port <= 65535:
+        raise ConfigError(f"NESTMTX_PORT: expected 1-65535, got {settings.port}")
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"NESTMTX_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, "
+            f"got {settings.log_level!r}"
+        )
+    if settings.token_ttl < 60:
+        raise ConfigError("NESTMTX_TOKEN_TTL: expected at least 60 seconds")
+    _check_url("NESTMTX_DATABASE_URL", settings.database_url, ("sqlite", "postgresql", "postgres"))
+    _check_url("NESTMTX_REDIS_URL", settings.redis_url, ("redis", "rediss", "unix"))
+    _check_url("NESTMTX_GOOGLE_TOKEN_URI", settings.google_token_uri, ("http", "https"))
+    _check_url("NESTMTX_SDM_API_URL", settings.sdm_api_url, ("http", "https"))
+    _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
+    _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))
+    _check_url("NESTMTX_PUBLIC_URL", settings.public_url, ("http", "https"))
+    _check_url("NESTMTX_MQTT_URL", settings.mqtt_url, ("mqtt", "mqtts"))
+    if settings.app_key:
+        try:
+            Fernet(settings.app_key)
+        except ValueError:
+            raise ConfigError(
+                "NESTMTX_APP_KEY: expected a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
+
+
+def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
+    if not value:
+        return
+    scheme = urlsplit(value).scheme.split("+")[0]
+    if scheme not in schemes:
+        raise ConfigError(f"{key}: expected a {'/'.join(schemes)} URL, got scheme {scheme!r}")
+
+
+def with_generated_secrets(settings: Settings) -> Settings:
+    """Fill app key and hook secret from the data dir, creating them (mode 0600) when absent."""
+    generated: list[str] = []
+    updates: dict[str, str] = {}
+    for name, make in (("app_key", lambda: Fernet.generate_key().decode()),
+                       ("hook_secret", lambda: secrets.token_urlsafe(32))):
+        if getattr(settings, name):
+            continue
+        path = settings.data_dir / name
+        if not path.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(make())
+            generated.append(name)
+        updates[name] = path.read_text().strip()
+    settings = dataclasses.replace(settings, **updates, secrets_generated=tuple(generated))
+    _validate(settings)
+    return settings

@@ -1,0 +1,126 @@
+"""Socket.IO door: token-checked connections, `request` dispatch, events and logs out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+
+from .dispatch import Dispatcher
+from .errors import Unauthorized
+from .events import Event
+from .modules import Caller
+from .modules.auth import Auth
+from .store import utcnow
+
+logger = logging.getLogger(__name__)
+
+AUTHENTICATED = "authenticated"  # the room every accepted socket joins; all output goes there
+TOKEN_SWEEP_SECONDS = 10.0
+
+
+def token_from_handshake(environ: dict[str, Any], auth: Any) -> str | None:
+    """The token from `Authorization: Bearer`, `auth.token` or `?token=`, in NestMTX's order."""
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
+        return auth["token"]
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    tokens = [t for t in query.get("token", []) if t]
+    return tokens[0] if tokens else None
+
+
+class Gateway:
+    """Owns the python-socketio server; knows nothing of where events come from."""
+
+    def __init__(self, auth: Auth, dispatcher: Dispatcher, recent_logs: Any,
+                 client_manager: socketio.AsyncManager | None = None) -> None:
+        self._auth = auth
+        self._dispatcher = dispatcher
+        self._recent_logs = recent_logs
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi", cors_allowed_origins="*", client_manager=client_manager,
+            logger=False, engineio_logger=False,
+        )
+        self._callers: dict[str, Caller] = {}
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("request", self._on_request)
+        auth.on_revoke(self._drop_tokens)
+
+    @property
+    def connected(self) -> int:
+        return len(self._callers)
+
+    async def publish(self, event: Event) -> None:
+        """Bus subscriber: one event out under its three topics, to authenticated sockets."""
+        payload = event.payload()
+        for topic in event.topics:
+            await self.sio.emit(topic, payload, room=AUTHENTICATED)
+
+    async def send_logs(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            await self.sio.emit("log", entry, room=AUTHENTICATED)
+
+    async def sweep_tokens(self) -> None:
+        """Drop sockets whose token was revoked elsewhere (another replica, the CLI)."""
+        while True:
+            await asyncio.sleep(TOKEN_SWEEP_SECONDS)
+            valid = await self._auth.valid_token_ids({c.token_id for c in self._callers.values()})
+            stale = {c.token_id for c in self._callers.values()} - valid
+            if stale:
+                self._drop_tokens(list(stale))
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            caller = await self._auth.authenticate(token_from_handshake(environ, auth))
+        except Unauthorized as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
+        self._callers[sid] = caller
+        await self.sio.enter_room(sid, AUTHENTICATED)
+        delay = (caller.expires_at - utcnow()).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._expiry_timers[sid] = loop.call_later(max(delay, 0), self._disconnect, sid)
+        # Runs after the CONNECT packet is queued, so the client sees these as events.
+        self._background(self._replay_logs(sid))
+
+    async def _replay_logs(self, sid: str) -> None:
+        for entry in list(self._recent_logs):
+            await self.sio.emit("log", entry, to=sid)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self._callers.pop(sid, None)
+        timer = self._expiry_timers.pop(sid, None)
+        if timer:
+            timer.cancel()
+
+    async def _on_request(self, sid: str, data: Any = None) -> Any:
+        request_id, reply = await self._dispatcher.answer(data, self._callers.get(sid))
+        if request_id is None:
+            await self.sio.emit("failure", reply, to=sid)
+            return reply
+        await self.sio.emit(request_id, reply, to=sid)
+        return reply  # python-socketio answers the acknowledgement callback, if any, with it
+
+    def _drop_tokens(self, token_ids: list[int]) -> None:
+        dropped = set(token_ids)
+        for sid, caller in list(self._callers.items()):
+            if caller.token_id in dropped:
+                self._disconnect(sid)
+
+    def _disconnect(self, sid: str) -> None:
+        if self._callers.pop(sid, None) is not None:
+            self._background(self.sio.disconnect(sid))
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,114 @@
+"""HTTP door: `/api/auth` and `/api/<module>[/<id>]` onto the same dispatcher as Socket.IO."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .dispatch import Dispatcher, Request
+from .errors import BadRequest, SidecarError, Unauthorized, internal_error
+from .modules import Caller
+from .modules.auth import Auth
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+_COMMAND_STATUS = {"create": 201}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
+               413: "too_large"}
+
+
+def error_response(error: SidecarError) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=error.status)
+
+
+class HttpApi:
+    def __init__(self, dispatcher: Dispatcher, auth: Auth) -> None:
+        self._dispatcher = dispatcher
+        self._auth = auth
+
+    @property
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/auth", self.login, methods=["POST"]),
+            Route("/api/auth", self.logout, methods=["DELETE"]),
+            Route("/api/{module}", self.collection, methods=["GET", "POST"]),
+            Route("/api/{module}/{entity}", self.item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        ]
+
+    async def login(self, request: HttpRequest) -> Response:
+        return await self._run(request, "create", "auth", None)
+
+    async def logout(self, request: HttpRequest) -> Response:
+        return await self._run(request, "delete", "auth", "current")
+
+    async def collection(self, request: HttpRequest) -> Response:
+        command = "list" if request.method == "GET" else "create"
+        return await self._run(request, command, request.path_params["module"], None)
+
+    async def item(self, request: HttpRequest) -> Response:
+        command = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}[
+            request.method]
+        return await self._run(request, command, request.path_params["module"],
+                               request.path_params["entity"])
+
+    async def _run(self, request: HttpRequest, command: str, module: str,
+                   entity: str | None) -> Response:
+        try:
+            payload = await self._payload(request, command)
+            caller = await self._caller(request)
+            result = await self._dispatcher.run(
+                Request(command, module, "http", entity, payload), caller
+            )
+        except SidecarError as exc:
+            return error_response(exc)
+        return JSONResponse(result, status_code=_COMMAND_STATUS.get(command, 200))
+
+    async def _caller(self, request: HttpRequest) -> Caller | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise Unauthorized("Authorization must be 'Bearer <token>'")
+        return await self._auth.authenticate(token.strip())
+
+    async def _payload(self, request: HttpRequest, command: str) -> Any:
+        if command == "list":
+            return _list_payload(request)
+        if command in ("read", "delete"):
+            return None
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise BadRequest(f"Body larger than {MAX_BODY} bytes")
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            raise BadRequest("Body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise BadRequest("Body must be a JSON object")
+        return payload
+
+
+def _list_payload(request: HttpRequest) -> dict[str, Any]:
+    """Query string -> list payload; numbers stay strings and the list parser checks them."""
+    return {key: request.query_params.get(key) for key in
+            ("search", "page", "itemsPerPage", "sortBy") if key in request.query_params}
+
+
+async def http_error(request: HttpRequest, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse({"error": {"message": exc.detail, "code": code, "details": []}},
+                        status_code=exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: HttpRequest, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(internal_error(), status_code=500)

@@ -1,0 +1,113 @@
+"""`auth`: log in for an expiring bearer token, look tokens up, revoke them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import Invalid, Unauthorized, field_error
+from ..events import isoformat
+from ..security import hash_password, new_token, token_digest, verify_password
+from ..store import Store, access_tokens, as_utc, users, utcnow
+from . import Caller, Module, reject_unknown, require_mapping, string_field
+
+RevocationListener = Callable[[list[int]], None]
+
+# Checked when a login names no existing user, so timing does not reveal which names exist.
+_DUMMY_HASH = hash_password("timing-equaliser")
+
+
+def user_summary(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "username": row.username, "can_login": row.can_login}
+
+
+class Auth(Module):
+    name = "auth"
+    public_commands = frozenset({"create"})
+
+    def __init__(self, store: Store, token_ttl: int) -> None:
+        self._store = store
+        self._ttl = dt.timedelta(seconds=token_ttl)
+        self._listeners: list[RevocationListener] = []
+
+    def on_revoke(self, listener: RevocationListener) -> None:
+        """Called with token ids whenever tokens stop being valid before their expiry."""
+        self._listeners.append(listener)
+
+    async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """Log in: `{username, password}` -> `{bearer, expiration, user}`."""
+        payload = require_mapping(payload)
+        reject_unknown(payload, {"username", "password"})
+        username = string_field(payload, "username", required=True, max_length=150)
+        password = string_field(payload, "password", required=True, max_length=1024)
+        async with self._store.begin() as conn:
+            row = (await conn.execute(
+                sa.select(users).where(users.c.username == username)
+            )).first()
+        stored = row.password_hash if row else _DUMMY_HASH
+        valid = await asyncio.to_thread(verify_password, password or "", stored)
+        if row is None or not valid:
+            raise Unauthorized("Invalid username or password")
+        if not row.can_login:
+            raise Unauthorized("This user may not log in")
+        token = new_token()
+        expires_at = utcnow() + self._ttl
+        async with self._store.begin() as conn:
+            await conn.execute(access_tokens.insert().values(
+                user_id=row.id, digest=token_digest(token), expires_at=expires_at
+            ))
+            await conn.execute(access_tokens.delete().where(access_tokens.c.expires_at < utcnow()))
+        return {"bearer": token, "expiration": isoformat(expires_at), "user": user_summary(row)}
+
+    async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        """Log out: `entity` must be `current`; the calling token stops working everywhere."""
+        if entity != "current":
+            raise Invalid("auth delete takes the entity 'current'",
+                          [field_error("entity", "must be 'current'")])
+        if caller is None:
+            raise Unauthorized("Not logged in")
+        await self.revoke_tokens(access_tokens.c.id == caller.token_id)
+        return {"revoked": True}
+
+    async def authenticate(self, token: str | None) -> Caller:
+        if not token:
+            raise Unauthorized("A bearer token is required")
+        async with self._store.begin() as conn:
+            row = (await conn.execute(
+                sa.select(access_tokens.c.id, access_tokens.c.expires_at, users.c.id.label("uid"),
+                          users.c.username, users.c.can_login)
+                .join(users, users.c.id == access_tokens.c.user_id)
+                .where(access_tokens.c.digest == token_digest(token))
+            )).first()
+        if row is None:
+            raise Unauthorized("Invalid or revoked token")
+        expires_at = as_utc(row.expires_at)
+        assert expires_at is not None
+        if expires_at <= utcnow():
+            raise Unauthorized("Token expired")
+        if not row.can_login:
+            raise Unauthorized("This user may not log in")
+        return Caller(user_id=row.uid, username=row.username, token_id=row.id,
+                      expires_at=expires_at)
+
+    async def valid_token_ids(self, token_ids: set[int]) -> set[int]:
+        if not token_ids:
+            return set()
+        async with self._store.begin() as conn:
+            rows = await conn.execute(sa.select(access_tokens.c.id).where(
+                access_tokens.c.id.in_(token_ids), access_tokens.c.expires_at > utcnow()
+            ))
+            return set(rows.scalars())
+
+    async def revoke_tokens(self, where: sa.ColumnElement[bool]) -> None:
+        async with self._store.begin() as conn:
+            ids = (await conn.execute(
+                access_tokens.delete().where(where).returning(access_tokens.c.id)
+            )).scalars().all()
+        if ids:
+            for listener in self._listeners:
+                listener(list(ids))

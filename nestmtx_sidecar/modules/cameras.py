@@ -1,0 +1,168 @@
+"""`cameras`: the Nest devices found by device sync, and which MediaMTX path serves each."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import Conflict, Invalid, NotFound, field_error
+from ..events import isoformat
+from ..listing import ListQuery
+from ..store import Store, cameras, list_page
+from . import Caller, Module, bool_field, entity_id, reject_unknown, require_mapping
+
+# MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
+_MTX_PATH = re.compile(r"^[0-9A-Za-z_\-/.~:]+$")
+_UPDATABLE = {"mtx_path", "is_enabled", "is_persistent"}
+_SORTABLE = {key: cameras.c[key] for key in (
+    "id", "uid", "name", "room", "mtx_path", "is_enabled", "is_persistent", "created_at",
+    "updated_at")}
+_CACHE_SECONDS = 2.0  # bounds staleness when another replica changes a camera
+
+
+@dataclass(frozen=True)
+class CameraRef:
+    """What a hook needs to know of the camera behind a path."""
+
+    id: int
+    credential_id: int
+    uid: str
+    name: str
+    enabled: bool
+    persistent: bool
+    protocols: tuple[str, ...]
+    mtx_path: str
+
+
+CameraChange = Callable[[CameraRef | None, CameraRef | None], Awaitable[None]]
+
+
+def validate_mtx_path(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    problem = None
+    if not isinstance(value, str):
+        problem = "must be a string or null"
+    elif len(value) > 255:
+        problem = "must be at most 255 characters"
+    elif not _MTX_PATH.match(value):
+        problem = ("may contain only letters, digits and _ - / . ~ : "
+                   "(MediaMTX's path characters)")
+    elif value.startswith(("/", "~")) or value.endswith("/"):
+        problem = "must not start with / or ~, nor end with /"
+    if problem:
+        raise Invalid(f"mtx_path {problem}", [field_error("mtx_path", problem)])
+    return value
+
+
+def _item(row: Any) -> dict[str, Any]:
+    info = dict(row.info or {})
+    return {
+        "id": row.id, "credential_id": row.credential_id, "uid": row.uid, "name": row.name,
+        "room": row.room, "type": row.type, "protocols": list(row.protocols or []),
+        "resolution": info.get("resolution"), "video_codecs": info.get("videoCodecs", []),
+        "audio_codecs": info.get("audioCodecs", []), "mtx_path": row.mtx_path,
+        "is_enabled": row.is_enabled, "is_persistent": row.is_persistent,
+        "is_missing": row.is_missing, "created_at": isoformat(row.created_at),
+        "updated_at": isoformat(row.updated_at),
+    }
+
+
+def camera_ref(row: Any) -> CameraRef:
+    return CameraRef(id=row.id, credential_id=row.credential_id, uid=row.uid, name=row.name,
+                     enabled=row.is_enabled, persistent=row.is_persistent,
+                     protocols=tuple(row.protocols or ()), mtx_path=row.mtx_path)
+
+
+class Cameras(Module):
+    name = "cameras"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._by_path: dict[str, tuple[float, CameraRef | None]] = {}
+        self._listeners: list[CameraChange] = []
+
+    def on_change(self, listener: CameraChange) -> None:
+        """Called with (before, after) whenever a camera's settings change here."""
+        self._listeners.append(listener)
+
+    async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        query = ListQuery.parse(payload, _SORTABLE)
+        searchable = [cameras.c.name, cameras.c.room, cameras.c.uid, cameras.c.mtx_path]
+        async with self._store.begin() as conn:
+            return await list_page(conn, query, sa.select(cameras), searchable, _SORTABLE, _item)
+
+    async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        return _item(await self._row(entity_id(entity)))
+
+    async def update(self, caller: Caller | None, entity: Any, payload: Any) -> dict[str, Any]:
+        camera_id = entity_id(entity)
+        payload = require_mapping(payload)
+        reject_unknown(payload, _UPDATABLE)
+        values: dict[str, Any] = {}
+        if "mtx_path" in payload:
+            values["mtx_path"] = validate_mtx_path(payload["mtx_path"])
+        for key in ("is_enabled", "is_persistent"):
+            flag = bool_field(payload, key)
+            if flag is not None:
+                values[key] = flag
+        before = await self._row(camera_id)
+        if values.get("is_enabled") and not (values.get("mtx_path", before.mtx_path)):
+            raise Invalid("A camera needs an mtx_path before it can be enabled",
+                          [field_error("mtx_path", "required to enable")])
+        if values:
+            try:
+                async with self._store.begin() as conn:
+                    await conn.execute(
+                        cameras.update().where(cameras.c.id == camera_id).values(values)
+                    )
+            except IntegrityError:
+                raise Conflict(f"mtx_path {values.get('mtx_path')!r} is already in use",
+                               [field_error("mtx_path", "already in use")]) from None
+        after = await self._row(camera_id)
+        await self.changed(camera_ref(before), camera_ref(after))
+        return _item(after)
+
+    async def changed(self, before: CameraRef | None, after: CameraRef | None) -> None:
+        """Forget cached paths and tell listeners (stream supervisor, MQTT) what changed."""
+        for ref in (before, after):
+            if ref and ref.mtx_path:
+                self._by_path.pop(ref.mtx_path, None)
+        for listener in self._listeners:
+            await listener(before, after)
+
+    async def by_path(self, path: str) -> CameraRef | None:
+        """The camera serving a MediaMTX path, from a short-lived cache: hooks are hot."""
+        now = time.monotonic()
+        cached = self._by_path.get(path)
+        if cached and now - cached[0] < _CACHE_SECONDS:
+            return cached[1]
+        async with self._store.begin() as conn:
+            row = (await conn.execute(sa.select(cameras).where(cameras.c.mtx_path == path))).first()
+        ref = camera_ref(row) if row else None
+        if len(self._by_path) > 10_000:
+            self._by_path.clear()
+        self._by_path[path] = (now, ref)
+        return ref
+
+    async def get_ref(self, camera_id: int) -> CameraRef | None:
+        row = await self._fetch(camera_id)
+        return camera_ref(row) if row else None
+
+    async def _row(self, camera_id: int) -> Any:
+        row = await self._fetch(camera_id)
+        if row is None:
+            raise NotFound(f"No camera with id {camera_id}")
+        return row
+
+    async def _fetch(self, camera_id: int) -> Any:
+        async with self._store.begin() as conn:
+            return (await conn.execute(
+                sa.select(cameras).where(cameras.c.id == camera_id)
+            )).first()

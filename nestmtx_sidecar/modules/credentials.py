@@ -1,0 +1,161 @@
+"""`credentials`: Google OAuth clients and Device Access projects; secrets never leave."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import sqlalchemy as sa
+
+from ..errors import Invalid, NotFound, field_error
+from ..events import isoformat
+from ..listing import ListQuery
+from ..security import Redactor, SecretBox
+from ..store import Store, as_utc, credentials, list_page, utcnow
+from . import Caller, Module, entity_id, reject_unknown, require_mapping, string_field
+
+CONSENT_URL = "https://nestservices.google.com/partnerconnections/{project}/auth"
+SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
+CALLBACK_PATH = "/api/oauth2/callback"
+
+_CREATE_FIELDS = {"description", "oauth_client_id", "oauth_client_secret", "dac_project_id",
+                  "refresh_token"}
+_UPDATE_FIELDS = _CREATE_FIELDS | {"origin"}
+_SORTABLE = {key: credentials.c[key] for key in (
+    "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
+
+CredentialChange = Callable[[int, str], Awaitable[None]]  # (credential id, created|updated|deleted)
+
+
+def _item(row: Any) -> dict[str, Any]:
+    expiry = as_utc(row.token_expiry)
+    return {
+        "id": row.id, "description": row.description, "oauth_client_id": row.oauth_client_id,
+        "dac_project_id": row.dac_project_id,
+        "has_refresh_token": row.refresh_token is not None,
+        "authenticated": bool(row.authenticated_at and not row.auth_error),
+        "authenticated_at": isoformat(row.authenticated_at) if row.authenticated_at else None,
+        "token_expiry": isoformat(expiry) if expiry else None,
+        "auth_error": row.auth_error,
+        "created_at": isoformat(row.created_at), "updated_at": isoformat(row.updated_at),
+    }
+
+
+def consent_url(row: Any, redirect_uri: str, state: str) -> str:
+    query = urlencode({
+        "redirect_uri": redirect_uri, "access_type": "offline", "prompt": "consent",
+        "client_id": row.oauth_client_id, "response_type": "code", "scope": SDM_SCOPE,
+        "state": state,
+    })
+    return CONSENT_URL.format(project=row.dac_project_id) + "?" + query
+
+
+def _origin(value: Any) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if not parts or parts.scheme not in ("http", "https") or not parts.netloc or \
+            parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise Invalid("origin must be a URL like https://sidecar.example:2000",
+                      [field_error("origin", "not an origin")])
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Credentials(Module):
+    name = "credentials"
+
+    def __init__(self, store: Store, box: SecretBox, redactor: Redactor) -> None:
+        self._store = store
+        self._box = box
+        self._redactor = redactor
+        self._listeners: list[CredentialChange] = []
+
+    def on_change(self, listener: CredentialChange) -> None:
+        self._listeners.append(listener)
+
+    async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        query = ListQuery.parse(payload, _SORTABLE)
+        searchable = [credentials.c.description, credentials.c.oauth_client_id,
+                      credentials.c.dac_project_id]
+        async with self._store.begin() as conn:
+            return await list_page(conn, query, sa.select(credentials), searchable, _SORTABLE,
+                                   _item)
+
+    async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        payload = require_mapping(payload)
+        reject_unknown(payload, _CREATE_FIELDS)
+        values = self._values(payload, required=True)
+        async with self._store.begin() as conn:
+            credential_id = (await conn.execute(
+                credentials.insert().values(values)
+            )).inserted_primary_key[0]
+        await self._notify(credential_id, "created")
+        return await self.read(caller, credential_id)
+
+    async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        return _item(await self.row(entity_id(entity)))
+
+    async def update(self, caller: Caller | None, entity: Any, payload: Any) -> Any:
+        """Change fields, or with `{origin}` start Google's consent flow and return its URL."""
+        credential_id = entity_id(entity)
+        payload = require_mapping(payload)
+        reject_unknown(payload, _UPDATE_FIELDS)
+        row = await self.row(credential_id)
+        if "origin" in payload:
+            if len(payload) > 1:
+                raise Invalid("origin cannot be combined with other fields",
+                              [field_error("origin", "must be alone")])
+            redirect_uri = _origin(payload["origin"]) + CALLBACK_PATH
+            state = secrets.token_urlsafe(24)
+            async with self._store.begin() as conn:
+                await conn.execute(credentials.update().where(credentials.c.id == credential_id)
+                                   .values(oauth_state=state, oauth_redirect_uri=redirect_uri))
+            return consent_url(row, redirect_uri, state)
+        values = self._values(payload, required=False)
+        if values:
+            async with self._store.begin() as conn:
+                await conn.execute(
+                    credentials.update().where(credentials.c.id == credential_id).values(values)
+                )
+            await self._notify(credential_id, "updated")
+        return await self.read(caller, credential_id)
+
+    async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        credential_id = entity_id(entity)
+        item = _item(await self.row(credential_id))
+        await self._notify(credential_id, "deleted")  # streams stop before their cameras go
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.delete().where(credentials.c.id == credential_id))
+        return item
+
+    async def row(self, credential_id: int) -> Any:
+        async with self._store.begin() as conn:
+            row = (await conn.execute(
+                sa.select(credentials).where(credentials.c.id == credential_id)
+            )).first()
+        if row is None:
+            raise NotFound(f"No credentials with id {credential_id}")
+        return row
+
+    def _values(self, payload: Any, *, required: bool) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key in ("description", "oauth_client_id", "dac_project_id"):
+            value = string_field(payload, key, required=required)
+            if value is not None:
+                values[key] = value
+        secret = string_field(payload, "oauth_client_secret", required=required, max_length=1024)
+        if secret is not None:
+            self._redactor.add(secret)
+            values["oauth_client_secret"] = self._box.encrypt(secret)
+        refresh_token = string_field(payload, "refresh_token", required=False, max_length=2048)
+        if refresh_token is not None:
+            self._redactor.add(refresh_token)
+            values.update(refresh_token=self._box.encrypt(refresh_token), access_token=None,
+                          token_expiry=None, auth_error=None)
+        if values and not required:
+            values["updated_at"] = utcnow()
+        return values
+
+    async def _notify(self, credential_id: int, change: str) -> None:
+        for listener in self._listeners:
+            await listener(credential_id, change)

@@ -1,0 +1,141 @@
+"""`POST /hooks/<hook>`: MediaMTX hook variables in, camera events out on the bus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .errors import BadRequest, Invalid, NotFound, SidecarError, Unauthorized, field_error
+from .events import Event, EventBus
+from .modules.cameras import Cameras
+
+logger = logging.getLogger(__name__)
+
+# MediaMTX hook name (and the older names it still accepts) -> camera event.
+HOOKS = {"demand": "demand", "unDemand": "unDemand", "ready": "ready", "notReady": "notReady",
+         "read": "read", "unread": "unread", "available": "ready", "unavailable": "notReady"}
+MAX_BODY = 64 * 1024
+_VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_EXTRA_DETAILS = {
+    "ready": {"sourceType": "MTX_SOURCE_TYPE", "sourceId": "MTX_SOURCE_ID"},
+    "notReady": {"sourceType": "MTX_SOURCE_TYPE", "sourceId": "MTX_SOURCE_ID"},
+    "read": {"readerType": "MTX_READER_TYPE", "readerId": "MTX_READER_ID"},
+    "unread": {"readerType": "MTX_READER_TYPE", "readerId": "MTX_READER_ID"},
+}
+
+
+def parse_variables(body: bytes) -> dict[str, str]:
+    """The hook body: a JSON object of MediaMTX variables, every value a string."""
+    if len(body) > MAX_BODY:
+        raise BadRequest(f"Body larger than {MAX_BODY} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        # A path or query in another encoding still names an event worth delivering.
+        text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"Body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise Invalid("Body must be a JSON object of MediaMTX variables")
+    errors = []
+    for key, value in data.items():
+        if not _VARIABLE.match(key):
+            errors.append(field_error(key[:80], "not a MediaMTX variable name"))
+        elif not isinstance(value, str):
+            errors.append(field_error(key, "must be a string"))
+    if errors:
+        raise Invalid("Invalid hook variables", errors)
+    if not data.get("MTX_PATH"):
+        raise Invalid("MTX_PATH is required", [field_error("MTX_PATH", "required")])
+    return data
+
+
+class HookReceiver:
+    """Turns hook calls into camera events; the spool replay goes through the same path."""
+
+    def __init__(self, hook_secret: str, cameras: Cameras, bus: EventBus) -> None:
+        self._secret = hook_secret.encode()
+        self._cameras = cameras
+        self._bus = bus
+
+    async def endpoint(self, request: Request) -> JSONResponse:
+        try:
+            self._check_secret(request.headers.get("authorization", ""))
+            hook = request.path_params["hook"]
+            if hook not in HOOKS:
+                raise NotFound(f"Unknown hook {hook!r}; known: {', '.join(HOOKS)}")
+            variables = parse_variables(await request.body())
+            event = await self.deliver(hook, variables)
+        except SidecarError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return JSONResponse({"accepted": True, "event": event.event, "entity": event.entity},
+                            status_code=202)
+
+    def _check_secret(self, header: str) -> None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 self._secret):
+            raise Unauthorized("A valid hook secret is required (Authorization: Bearer ...)")
+
+    async def deliver(self, hook: str, variables: Mapping[str, str],
+                      at: dt.datetime | None = None, replayed: bool = False) -> Event:
+        name = HOOKS[hook]
+        path = variables["MTX_PATH"]
+        camera = await self._cameras.by_path(path)
+        details: dict[str, Any] = {
+            "path": path, "query": variables.get("MTX_QUERY", ""),
+            "name": camera.name if camera else None,
+            "enabled": camera.enabled if camera else False,
+        }
+        for key, variable in _EXTRA_DETAILS.get(name, {}).items():
+            details[key] = variables.get(variable, "")
+        if replayed:
+            details["replayed"] = True
+        event = Event("camera", name, camera.id if camera else None, details,
+                      at or dt.datetime.now(dt.UTC))
+        await self._bus.publish(event)
+        return event
+
+    async def replay_spool(self, spool_dir: Path) -> int:
+        """Deliver events the hook script spooled while the sidecar was down, then delete them.
+
+        Spool files are named `<unix-ms>.<seq>.<pid>.<hook>.json` so names sort in firing order.
+        """
+        files = sorted(spool_dir.glob("*.json"), key=_spool_order)  # noqa: ASYNC240 (start-up)
+        delivered = 0
+        for file in files:
+            try:
+                millis, _seq, _pid, hook = file.name.removesuffix(".json").split(".", 3)
+                at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)
+                if hook not in HOOKS:
+                    raise ValueError(f"unknown hook {hook!r}")
+                variables = parse_variables(file.read_bytes())
+            except (ValueError, SidecarError, OSError) as exc:
+                logger.warning("skipping unreadable spool file %s: %s", file.name, exc)
+                file.rename(file.with_suffix(".bad"))
+                continue
+            await self.deliver(hook, variables, at=at, replayed=True)
+            file.unlink()
+            delivered += 1
+        if delivered:
+            logger.info("replayed %d spooled hook events from %s", delivered, spool_dir)
+        return delivered
+
+
+def _spool_order(file: Path) -> tuple[int, int, str]:
+    parts = file.name.split(".")
+    try:
+        return int(parts[0]), int(parts[1]), file.name
+    except (ValueError, IndexError):
+        return 0, 0, file.name
