@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from nestmtx_sidecar.app import Sidecar, create_app
+from nestmtx_sidecar.config import Settings, with_generated_secrets
+from tests.services import (
+    SidecarProcess,
+    create_database,
+    free_port,
+    postgres_server,
+    redis_server,
+    start_sidecar,
+)
+
+ADMIN_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL server started for this test session."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def sidecar_process(tmp_path: Path) -> Iterator[SidecarProcess]:
+    """A real `nestmtx-sidecar serve` process on SQLite."""
+    process = start_sidecar(tmp_path)
+    yield process
+    process.stop()
+
+
+@dataclass
+class RunningSidecar:
+    """The sidecar served by real uvicorn on a loopback port, inside the test's event loop."""
+
+    url: str
+    sidecar: Sidecar
+    settings: Settings
+
+    @property
+    def hook_secret(self) -> str:
+        return self.settings.hook_secret
+
+    async def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        async with httpx.AsyncClient(base_url=self.url) as client:
+            reply = await client.post("/api/auth", json={"username": username,
+                                                         "password": password})
+            assert reply.status_code in (200, 201), reply.text
+            return reply.json()["bearer"]
+
+
+@contextlib.asynccontextmanager
+async def serve_in_loop(settings: Settings) -> AsyncIterator[RunningSidecar]:
+    settings = with_generated_secrets(settings)
+    sidecar = Sidecar(settings)
+    logging.getLogger().addHandler(sidecar.log_stream)
+    config = uvicorn.Config(create_app(sidecar), host="127.0.0.1", port=settings.port,
+                            log_config=None, ws_per_message_deflate=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        yield RunningSidecar(f"http://127.0.0.1:{settings.port}", sidecar, settings)
+    finally:
+        server.should_exit = True
+        await task
+        logging.getLogger().removeHandler(sidecar.log_stream)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"port": free_port(), "data_dir": tmp_path / "data",
+                              "admin_password": ADMIN_PASSWORD, "log_level": "debug"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningSidecar]:
+    """The sidecar on SQLite, served in-process by real uvicorn on a loopback port."""
+    async with serve_in_loop(make_settings(tmp_path)) as running:
+        yield running
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store_server(request: pytest.FixtureRequest, tmp_path: Path
+                           ) -> AsyncIterator[RunningSidecar]:
+    """The in-process sidecar once on SQLite and once on a real PostgreSQL."""
+    overrides: dict[str, Any] = {}
+    if request.param == "postgresql":
+        server_url = request.getfixturevalue("postgres_url")
+        overrides["database_url"] = await create_database(server_url, f"t{uuid.uuid4().hex}")
+    async with serve_in_loop(make_settings(tmp_path, **overrides)) as running:
+        yield running
+
+
+@pytest.fixture
+async def token(server: RunningSidecar) -> str:
+    return await server.login()
