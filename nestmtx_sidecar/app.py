@@ -131,6 +131,7 @@ def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/hooks/{hook}", sidecar.receiver.endpoint, methods=["POST"]),
+            Route("/hooks/source/{path:path}", sidecar.receiver.source_endpoint),
             *http.routes,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},

@@ -9,14 +9,22 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 
-from .errors import BadRequest, Invalid, NotFound, SidecarError, Unauthorized, field_error
+from .errors import (
+    BadRequest,
+    Invalid,
+    NotFound,
+    SidecarError,
+    Unauthorized,
+    Unavailable,
+    field_error,
+)
 from .events import Event, EventBus
-from .modules.cameras import Cameras
+from .modules.cameras import CameraRef, Cameras
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +69,42 @@ def parse_variables(body: bytes) -> dict[str, str]:
     return data
 
 
+class StreamSource(Protocol):
+    """Starts (or joins) the live stream behind a camera for the demand hook."""
+
+    async def source_for(self, camera: CameraRef) -> str:
+        """`rtsp <url>` for the hook to exec ffmpeg on, or `wait` when the sidecar publishes."""
+        ...
+
+
 class HookReceiver:
     """Turns hook calls into camera events; the spool replay goes through the same path."""
 
-    def __init__(self, hook_secret: str, cameras: Cameras, bus: EventBus) -> None:
+    def __init__(self, hook_secret: str, cameras: Cameras, bus: EventBus,
+                 streams: StreamSource | None = None) -> None:
         self._secret = hook_secret.encode()
         self._cameras = cameras
         self._bus = bus
+        self.streams = streams
+
+    async def source_endpoint(self, request: Request) -> PlainTextResponse:
+        """`GET /hooks/source/<path>`: what the demand hook should run, as one plain-text line.
+
+        Plain text because the hook is POSIX sh with no JSON parser: the first line is the
+        action on success, or the error message to print on failure.
+        """
+        try:
+            self._check_secret(request.headers.get("authorization", ""))
+            path = request.path_params["path"]
+            camera = await self._cameras.by_path(path)
+            if camera is None or not camera.enabled:
+                raise NotFound(f"no enabled camera serves path {path!r}")
+            if self.streams is None:
+                raise Unavailable("Nest streaming is not running in this sidecar")
+            line = await self.streams.source_for(camera)
+        except SidecarError as exc:
+            return PlainTextResponse(exc.message + "\n", status_code=exc.status)
+        return PlainTextResponse(line + "\n")
 
     async def endpoint(self, request: Request) -> JSONResponse:
         try:
