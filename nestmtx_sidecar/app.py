@@ -22,6 +22,7 @@ from starlette.routing import Route
 from .config import Settings
 from .dispatch import Dispatcher
 from .events import EventBus
+from .fanout import FastManager, fast_manager_class
 from .gateway import Gateway
 from .http_api import HttpApi, http_error, server_error
 from .logstream import LogStream
@@ -56,7 +57,8 @@ class Sidecar:
             self.auth, Users(self.store, self.auth), self.cameras, self.credentials,
             Health({"database": self.store.ping}), Version(),
         ])
-        manager = socketio.AsyncRedisManager(settings.redis_url) if settings.redis_url else None
+        manager = (fast_manager_class(socketio.AsyncRedisManager)(settings.redis_url)
+                   if settings.redis_url else FastManager())
         self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager)
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus)
         self.bus.subscribe(self.gateway.publish)
