@@ -94,6 +94,7 @@ class Sidecar:
                 if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar():
                     return
                 password = secrets.token_urlsafe(12)
+                self.redactor.add(password)  # shown once below, never in a log line
                 _announce(f"Created user {username!r} with password {password} "
                           "(shown once; set NESTMTX_ADMIN_PASSWORD to choose your own)")
             password_hash = await asyncio.to_thread(hash_password, password)
