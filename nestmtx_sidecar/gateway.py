@@ -51,6 +51,8 @@ class Gateway:
         self._callers: dict[str, Caller] = {}
         self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: dict[str, int] = {}  # sid -> requests in progress
+        self._drop_after_reply: set[str] = set()
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("request", self._on_request)
@@ -102,12 +104,21 @@ class Gateway:
         if timer:
             timer.cancel()
 
-    async def _on_request(self, sid: str, data: Any = None) -> Any:
-        request_id, reply = await self._dispatcher.answer(data, self._callers.get(sid))
-        if request_id is None:
-            await self.sio.emit("failure", reply, to=sid)
-            return reply
-        await self.sio.emit(request_id, reply, to=sid)
+    async def _on_request(self, sid: str, *args: Any) -> Any:
+        # Extra arguments are ignored as NestMTX does; none at all is a malformed request.
+        data = args[0] if args else None
+        self._busy[sid] = self._busy.get(sid, 0) + 1
+        try:
+            request_id, reply = await self._dispatcher.answer(data, self._callers.get(sid))
+            await self.sio.emit(request_id or "failure", reply, to=sid)
+        finally:
+            self._busy[sid] -= 1
+            if not self._busy[sid]:
+                del self._busy[sid]
+                if sid in self._drop_after_reply:
+                    self._drop_after_reply.discard(sid)
+                    # Queued after this task returns, so the ack goes out before the drop.
+                    self._background(self.sio.disconnect(sid))
         return reply  # python-socketio answers the acknowledgement callback, if any, with it
 
     def _drop_tokens(self, token_ids: list[int]) -> None:
@@ -117,7 +128,12 @@ class Gateway:
                 self._disconnect(sid)
 
     def _disconnect(self, sid: str) -> None:
-        if self._callers.pop(sid, None) is not None:
+        if self._callers.pop(sid, None) is None:
+            return
+        if sid in self._busy:
+            # E.g. `auth delete current` from this very socket: answer it, then drop it.
+            self._drop_after_reply.add(sid)
+        else:
             self._background(self.sio.disconnect(sid))
 
     def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
