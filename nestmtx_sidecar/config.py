@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -95,6 +96,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
     if data is None:
@@ -111,23 +114,27 @@ def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
     key = ENV_PREFIX + name.upper()
     if kind == "int":
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
-        if isinstance(value, bool) or number < 0:
-            raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
-        return number
+        # YAML gives ints, the environment strings; 1.5 or true are mistakes, not numbers.
+        text = value.strip() if isinstance(value, str) else value
+        if isinstance(text, str) and text.isascii() and text.isdigit():
+            return int(text)
+        if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+            return text
+        raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
     if kind == "float":
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if kind == "Path":
-        return Path(str(value))
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+            raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
+        return number
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return str(value)
+    text = str(value)
+    if "\x00" in text:
+        raise ConfigError(f"{key}: must not contain NUL characters")
+    return Path(text) if kind == "Path" else text
 
 
 def _validate(settings: Settings) -> None:
@@ -160,7 +167,12 @@ def _validate(settings: Settings) -> None:
 def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
     if not value:
         return
-    scheme = urlsplit(value).scheme.split("+")[0]
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises on a bad port, which is what we want to know here
+    except ValueError as exc:
+        raise ConfigError(f"{key}: not a valid URL ({exc})") from None
+    scheme = parts.scheme.split("+")[0]
     if scheme not in schemes:
         raise ConfigError(f"{key}: expected a {'/'.join(schemes)} URL, got scheme {scheme!r}")
 
@@ -169,18 +181,23 @@ def with_generated_secrets(settings: Settings) -> Settings:
     """Fill app key and hook secret from the data dir, creating them (mode 0600) when absent."""
     generated: list[str] = []
     updates: dict[str, str] = {}
-    for name, make in (("app_key", lambda: Fernet.generate_key().decode()),
-                       ("hook_secret", lambda: secrets.token_urlsafe(32))):
-        if getattr(settings, name):
-            continue
-        path = settings.data_dir / name
-        if not path.exists():
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(make())
-            generated.append(name)
-        updates[name] = path.read_text().strip()
+    try:
+        # Also when both secrets are configured: the default SQLite database lives here.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        for name, make in (("app_key", lambda: Fernet.generate_key().decode()),
+                           ("hook_secret", lambda: secrets.token_urlsafe(32))):
+            if getattr(settings, name):
+                continue
+            path = settings.data_dir / name
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as file:
+                    file.write(make())
+                generated.append(name)
+            updates[name] = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"NESTMTX_DATA_DIR: cannot use {settings.data_dir}: {reason}") from None
     settings = dataclasses.replace(settings, **updates, secrets_generated=tuple(generated))
     _validate(settings)
     return settings

@@ -47,13 +47,25 @@ class RequestError(SidecarError):
         self.request_id = request_id
 
 
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON (no NaN or Infinity, which JSON.parse rejects); BadRequest otherwise."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("Request is not valid JSON") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_request(raw: Any, allowed_fields: frozenset[str] = frozenset(_FIELDS)) -> Request:
     """Validate the shape of a request (object or JSON string) by NestMTX's rules."""
     if isinstance(raw, str | bytes):
         try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise RequestError(BadRequest("Request is not valid JSON"), None) from None
+            raw = parse_json(raw)
+        except BadRequest as exc:
+            raise RequestError(exc, None) from None
     if not isinstance(raw, Mapping):
         raise RequestError(BadRequest("Request must be an object"), None)
     request_id = raw.get("requestId")

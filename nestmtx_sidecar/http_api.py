@@ -11,7 +11,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .dispatch import Dispatcher, Request
+from .dispatch import Dispatcher, Request, parse_json
 from .errors import BadRequest, SidecarError, Unauthorized, internal_error
 from .modules import Caller
 from .modules.auth import Auth
@@ -24,8 +24,25 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
                413: "too_large"}
 
 
+class ApiResponse(JSONResponse):
+    """JSON that survives lone surrogates: JSON may carry them as escapes, UTF-8 cannot.
+
+    Error details echo client input, so `{"\\ud800": 1}` must come back as an error, not
+    crash the encoder; `backslashreplace` writes exactly the JSON escape `\\ud800`.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8", "backslashreplace")
+
+
+class TooLarge(BadRequest):
+    status, code = 413, "too_large"
+
+
 def error_response(error: SidecarError) -> JSONResponse:
-    return JSONResponse(error.to_dict(), status_code=error.status)
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return ApiResponse(error.to_dict(), status_code=error.status, headers=headers)
 
 
 class HttpApi:
@@ -68,7 +85,7 @@ class HttpApi:
             )
         except SidecarError as exc:
             return error_response(exc)
-        return JSONResponse(result, status_code=_COMMAND_STATUS.get(command, 200))
+        return ApiResponse(result, status_code=_COMMAND_STATUS.get(command, 200))
 
     async def _caller(self, request: HttpRequest) -> Caller | None:
         header = request.headers.get("authorization")
@@ -84,16 +101,25 @@ class HttpApi:
             return _list_payload(request)
         if command in ("read", "delete"):
             return None
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise BadRequest(f"Body larger than {MAX_BODY} bytes")
-        try:
-            payload = json.loads(body or b"{}")
-        except ValueError:
-            raise BadRequest("Body is not valid JSON") from None
+        body = await _read_body(request)
+        payload = parse_json(body or b"{}")
         if not isinstance(payload, dict):
             raise BadRequest("Body must be a JSON object")
         return payload
+
+
+async def _read_body(request: HttpRequest) -> bytes:
+    """The body, refused as soon as it grows past MAX_BODY (not after buffering it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge(f"Body larger than {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise TooLarge(f"Body larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _list_payload(request: HttpRequest) -> dict[str, Any]:
@@ -105,10 +131,10 @@ def _list_payload(request: HttpRequest) -> dict[str, Any]:
 async def http_error(request: HttpRequest, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return JSONResponse({"error": {"message": exc.detail, "code": code, "details": []}},
-                        status_code=exc.status_code, headers=exc.headers)
+    return ApiResponse({"error": {"message": exc.detail, "code": code, "details": []}},
+                       status_code=exc.status_code, headers=exc.headers)
 
 
 async def server_error(request: HttpRequest, exc: Exception) -> Response:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(internal_error(), status_code=500)
+    return ApiResponse(internal_error(), status_code=500)

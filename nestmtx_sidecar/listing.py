@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,9 @@ from .errors import Invalid, field_error
 
 DEFAULTS: dict[str, Any] = {"search": None, "page": 1, "itemsPerPage": 10, "sortBy": None}
 MAX_ITEMS_PER_PAGE = 1000
+MAX_PAGE = 1_000_000_000  # keeps OFFSET inside every database's integer range
+MAX_SEARCH = 255
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,10}")  # ASCII only: str.isdigit() also accepts "²"
 
 
 @dataclass(frozen=True)
@@ -19,18 +23,25 @@ class ListQuery:
     page: int = 1
     items_per_page: int = 10  # -1 means every item, as in Vuetify's data tables
     sort_by: list[tuple[str, bool]] = field(default_factory=list)  # (key, descending)
-    raw: dict[str, Any] = field(default_factory=dict)
+
+    def echo(self) -> dict[str, Any]:
+        """The payload as NestMTX echoes it in the result, normalised (never raw input)."""
+        return {"search": self.search, "page": self.page, "itemsPerPage": self.items_per_page,
+                "sortBy": [{"key": key, "order": "desc" if descending else "asc"}
+                           for key, descending in self.sort_by] or None}
 
     @classmethod
     def parse(cls, payload: Mapping[str, Any] | None, sortable: Collection[str]) -> ListQuery:
         raw = {**DEFAULTS, **(payload or {})}
         errors = []
         search = raw["search"]
-        if search is not None and not isinstance(search, str):
-            errors.append(field_error("search", "must be a string or null"))
+        if search is not None and not (isinstance(search, str) and len(search) <= MAX_SEARCH
+                                       and encodable(search)):
+            errors.append(field_error(
+                "search", f"must be null or a string of at most {MAX_SEARCH} characters"))
         page = _whole_number(raw["page"])
-        if page is None or page < 1:
-            errors.append(field_error("page", "must be a whole number >= 1"))
+        if page is None or not 1 <= page <= MAX_PAGE:
+            errors.append(field_error("page", f"must be a whole number from 1 to {MAX_PAGE}"))
         per_page = _whole_number(raw["itemsPerPage"])
         if per_page is None or not (per_page == -1 or 1 <= per_page <= MAX_ITEMS_PER_PAGE):
             errors.append(field_error(
@@ -42,7 +53,7 @@ class ListQuery:
         if errors:
             raise Invalid("Invalid list payload", errors)
         assert page is not None and per_page is not None
-        return cls(search or None, page, per_page, sort_by, raw)
+        return cls(search or None, page, per_page, sort_by)
 
 
 def _whole_number(value: Any) -> int | None:
@@ -50,9 +61,18 @@ def _whole_number(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 10:
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value):
         return int(value)
     return None
+
+
+def encodable(text: str) -> bool:
+    """False for lone surrogates (valid in JSON escapes, not in UTF-8 or any database)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _sort_by(value: Any, sortable: Collection[str]) -> tuple[list[tuple[str, bool]], str | None]:

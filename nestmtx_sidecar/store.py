@@ -183,5 +183,4 @@ async def list_page(
             (query.page - 1) * query.items_per_page
         )
     rows = (await conn.execute(select)).mappings().all()
-    return {**query.raw, "page": query.page, "itemsPerPage": query.items_per_page,
-            "total": total, "items": [to_item(row) for row in rows]}
+    return {**query.echo(), "total": total, "items": [to_item(row) for row in rows]}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequest, Invalid, field_error
+from ..listing import encodable
 
 COMMANDS = ("list", "create", "read", "update", "delete")
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
+_DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() also accepts "²"
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,13 @@ class Module:
 
 def entity_id(entity: Any) -> int:
     """Entities are database ids; clients send them as numbers or digit strings."""
-    if isinstance(entity, int) and not isinstance(entity, bool) and entity > 0:
-        return entity
-    if isinstance(entity, str) and entity.isdigit() and 0 < len(entity) < 19:
-        return int(entity)
+    number = None
+    if isinstance(entity, int) and not isinstance(entity, bool):
+        number = entity
+    elif isinstance(entity, str) and _DIGITS.fullmatch(entity):
+        number = int(entity)
+    if number is not None and 0 < number <= MAX_ID:
+        return number
     raise Invalid("entity must be a positive integer id", [field_error("entity", "invalid id")])
 
 
@@ -79,8 +86,8 @@ def string_field(payload: Mapping[str, Any], key: str, *, required: bool, max_le
     if not min_length <= len(value) <= max_length:
         raise Invalid(f"{key} must be {min_length} to {max_length} characters long",
                       [field_error(key, "bad length")])
-    if any(ord(ch) < 32 for ch in value):
-        raise Invalid(f"{key} must not contain control characters",
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in value) or not encodable(value):
+        raise Invalid(f"{key} must not contain control characters or lone surrogates",
                       [field_error(key, "control characters")])
     return value
 

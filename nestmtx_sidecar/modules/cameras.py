@@ -113,7 +113,9 @@ class Cameras(Module):
             if flag is not None:
                 values[key] = flag
         before = await self._row(camera_id)
-        if values.get("is_enabled") and not (values.get("mtx_path", before.mtx_path)):
+        # Checked on the resulting state: clearing the path of an enabled camera is refused too.
+        if values.get("is_enabled", before.is_enabled) and \
+                not values.get("mtx_path", before.mtx_path):
             raise Invalid("A camera needs an mtx_path before it can be enabled",
                           [field_error("mtx_path", "required to enable")])
         if values:

@@ -113,11 +113,14 @@ class Users(Module):
         item = await self.read(caller, user_id)
         if caller and caller.user_id == user_id:
             raise Forbidden("You cannot delete yourself")
-        async with self._store.begin() as conn:
-            count = (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one()
-            if count <= 1:
-                raise Forbidden("You cannot delete the last user")
         await self._auth.revoke_tokens(access_tokens.c.user_id == user_id)
         async with self._store.begin() as conn:
-            await conn.execute(users.delete().where(users.c.id == user_id))
+            # Two admins deleting each other at once must not leave zero users: PostgreSQL
+            # locks the rows first; SQLite runs the count-and-delete statement atomically.
+            await conn.execute(sa.select(users.c.id).with_for_update())
+            others = sa.select(sa.func.count()).select_from(users).where(users.c.id != user_id)
+            deleted = (await conn.execute(users.delete().where(
+                users.c.id == user_id, others.scalar_subquery() > 0))).rowcount
+        if not deleted:
+            raise Forbidden("You cannot delete the last user")
         return item
