@@ -70,7 +70,8 @@ class Sidecar:
         self._spawn(self.log_stream.run(self.gateway.send_logs))
         self._spawn(self.gateway.sweep_tokens())
         if self.settings.spool_dir:
-            await self.receiver.replay_spool(Path(self.settings.spool_dir))
+            self._spawn(self.receiver.drain_spool(Path(self.settings.spool_dir),
+                                                  self.settings.spool_replay_delay))
         logger.info("nestmtx-sidecar ready")
 
     async def stop(self) -> None:

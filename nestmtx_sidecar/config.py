@@ -44,6 +44,7 @@ class Settings:
     log_level: str = "info"
     public_url: str = ""
     spool_dir: str = ""
+    spool_replay_delay: float = 5.0  # seconds for subscribers to reconnect first
     device_sync_interval: int = 3600
     stream_start_timeout: float = 30.0
     mqtt_url: str = ""

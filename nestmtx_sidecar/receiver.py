@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import json
@@ -24,6 +25,7 @@ from .errors import (
     field_error,
 )
 from .events import Event, EventBus
+from .metrics import HOOK_CALLS
 from .modules.cameras import CameraRef, Cameras
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 HOOKS = {"demand": "demand", "unDemand": "unDemand", "ready": "ready", "notReady": "notReady",
          "read": "read", "unread": "unread", "available": "ready", "unavailable": "notReady"}
 MAX_BODY = 64 * 1024
+SPOOL_SWEEP_SECONDS = 5.0
 _VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _EXTRA_DETAILS = {
     "ready": {"sourceType": "MTX_SOURCE_TYPE", "sourceId": "MTX_SOURCE_ID"},
@@ -107,15 +110,18 @@ class HookReceiver:
         return PlainTextResponse(line + "\n")
 
     async def endpoint(self, request: Request) -> JSONResponse:
+        hook = request.path_params["hook"]
         try:
             self._check_secret(request.headers.get("authorization", ""))
-            hook = request.path_params["hook"]
             if hook not in HOOKS:
                 raise NotFound(f"Unknown hook {hook!r}; known: {', '.join(HOOKS)}")
             variables = parse_variables(await request.body())
             event = await self.deliver(hook, variables)
         except SidecarError as exc:
+            # Unknown names share one label: callers must not grow the metric without bound.
+            HOOK_CALLS.labels(hook if hook in HOOKS else "unknown", exc.code).inc()
             return JSONResponse(exc.to_dict(), status_code=exc.status)
+        HOOK_CALLS.labels(hook, "accepted").inc()
         return JSONResponse({"accepted": True, "event": event.event, "entity": event.entity},
                             status_code=202)
 
@@ -144,26 +150,51 @@ class HookReceiver:
         await self._bus.publish(event)
         return event
 
+    async def drain_spool(self, spool_dir: Path, delay: float,
+                          interval: float = SPOOL_SWEEP_SECONDS) -> None:
+        """Replay the spool after `delay`, then sweep it every `interval` until cancelled.
+
+        The delay lets subscribers that lost their socket when the sidecar went down
+        reconnect first (Socket.IO clients retry within a few seconds): replaying to nobody
+        would lose the events the spool kept. The sweeps catch events spooled during a
+        restart, after the first look.
+        """
+        await asyncio.sleep(delay)
+        while True:
+            try:
+                await self.replay_spool(spool_dir)
+            except OSError as exc:
+                logger.error("cannot read hook spool %s: %s", spool_dir, exc)
+            await asyncio.sleep(interval)
+
     async def replay_spool(self, spool_dir: Path) -> int:
         """Deliver events the hook script spooled while the sidecar was down, then delete them.
 
-        Spool files are named `<unix-ms>.<seq>.<pid>.<hook>.json` so names sort in firing order.
+        Spool files are named `<unix-ms>.<seq>.<pid>.<hook>.json` so names sort in firing
+        order; each is claimed by an atomic rename first, so it is delivered exactly once
+        even when two sidecars share the directory.
         """
-        files = sorted(spool_dir.glob("*.json"), key=_spool_order)  # noqa: ASYNC240 (start-up)
+        if not spool_dir.is_dir():  # noqa: ASYNC240 (a few small files, start-up path)
+            return 0
         delivered = 0
-        for file in files:
+        for file in sorted(spool_dir.glob("*.json"), key=_spool_order):  # noqa: ASYNC240
+            claimed = file.with_name(file.name + ".replaying")
+            try:
+                file.rename(claimed)
+            except FileNotFoundError:
+                continue  # another sidecar took it
             try:
                 millis, _seq, _pid, hook = file.name.removesuffix(".json").split(".", 3)
                 at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)
                 if hook not in HOOKS:
                     raise ValueError(f"unknown hook {hook!r}")
-                variables = parse_variables(file.read_bytes())
+                variables = parse_variables(claimed.read_bytes())
             except (ValueError, SidecarError, OSError) as exc:
                 logger.warning("skipping unreadable spool file %s: %s", file.name, exc)
-                file.rename(file.with_suffix(".bad"))
+                claimed.rename(file.with_suffix(".bad"))
                 continue
             await self.deliver(hook, variables, at=at, replayed=True)
-            file.unlink()
+            claimed.unlink()
             delivered += 1
         if delivered:
             logger.info("replayed %d spooled hook events from %s", delivered, spool_dir)
