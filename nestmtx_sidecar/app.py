@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -26,12 +27,14 @@ from .fanout import FastManager, fast_manager_class
 from .gateway import Gateway
 from .http_api import HttpApi, http_error, server_error
 from .logstream import LogStream
+from .metrics import Metrics, count_event
 from .modules.auth import Auth
 from .modules.cameras import Cameras
 from .modules.credentials import Credentials
 from .modules.health import Health
 from .modules.users import Users
 from .modules.version import Version
+from .nest.service import Nest
 from .receiver import HookReceiver
 from .security import Redactor, SecretBox, hash_password
 from .store import Store, users
@@ -53,15 +56,29 @@ class Sidecar:
         self.auth = Auth(self.store, settings.token_ttl)
         self.cameras = Cameras(self.store)
         self.credentials = Credentials(self.store, self.box, self.redactor)
+        # Timeouts: an unreachable Redis must fail readiness checks and lease renewals, not hang.
+        self.redis = (aioredis.from_url(settings.redis_url, socket_timeout=3,
+                                        socket_connect_timeout=3)
+                      if settings.redis_url else None)
+        checks = {"database": self.store.ping}
+        if self.redis is not None:
+            checks["redis"] = self._ping_redis
         self.dispatcher = Dispatcher([
             self.auth, Users(self.store, self.auth), self.cameras, self.credentials,
-            Health({"database": self.store.ping}), Version(),
+            Health(checks), Version(),
         ])
         manager = (fast_manager_class(socketio.AsyncRedisManager)(settings.redis_url)
                    if settings.redis_url else FastManager())
         self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager)
-        self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus)
+        self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
+                         self.credentials)
+        self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
+                                     streams=self.nest.streams)
         self.bus.subscribe(self.gateway.publish)
+        self.bus.subscribe(count_event)
+        self.metrics = Metrics()
+        self.metrics.gauge("nestmtx_connected_sockets", "Socket.IO clients on this replica",
+                           lambda: self.gateway.connected)
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
@@ -69,6 +86,7 @@ class Sidecar:
         await self._ensure_admin()
         self._spawn(self.log_stream.run(self.gateway.send_logs))
         self._spawn(self.gateway.sweep_tokens())
+        await self.nest.start()  # before spool replay: a spooled unDemand stops a resumed stream
         if self.settings.spool_dir:
             self._spawn(self.receiver.drain_spool(Path(self.settings.spool_dir),
                                                   self.settings.spool_replay_delay))
@@ -79,7 +97,14 @@ class Sidecar:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.nest.stop()
         await self.store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _ping_redis(self) -> None:
+        assert self.redis is not None  # the check is registered only with Redis
+        await self.redis.ping()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.create_task(coroutine))
@@ -134,8 +159,10 @@ def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", sidecar.metrics.endpoint),
             Route("/hooks/{hook}", sidecar.receiver.endpoint, methods=["POST"]),
             Route("/hooks/source/{path:path}", sidecar.receiver.source_endpoint),
+            *sidecar.nest.routes,  # before /api/{module}/{entity}, which would shadow them
             *http.routes,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .events import isoformat
+from .metrics import LOG_RECORDS_DROPPED
 from .security import Redactor
 
 REPLAY_SIZE = 100
@@ -63,6 +64,7 @@ class LogStream(logging.Handler):
             self.recent.append(entry)
             if len(self._pending) >= self._queue_size:
                 self.dropped += 1
+                LOG_RECORDS_DROPPED.inc()
                 return
             self._pending.append(entry)
         loop = self._loop
