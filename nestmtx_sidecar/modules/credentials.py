@@ -150,8 +150,9 @@ class Credentials(Module):
         refresh_token = string_field(payload, "refresh_token", required=False, max_length=2048)
         if refresh_token is not None:
             self._redactor.add(refresh_token)
+            # A new grant: its first successful refresh is `authenticated`, not `reauthenticated`.
             values.update(refresh_token=self._box.encrypt(refresh_token), access_token=None,
-                          token_expiry=None, auth_error=None)
+                          token_expiry=None, auth_error=None, authenticated_at=None)
         if values and not required:
             values["updated_at"] = utcnow()
         return values

@@ -1,0 +1,364 @@
+"""Google OAuth: keeps each credential's access token fresh and tells subscribers how it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import html
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import google.auth.exceptions
+import google.auth.transport
+import httpx
+import sqlalchemy as sa
+import tenacity
+from google.oauth2.credentials import Credentials as GoogleCredentials
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from ..events import Event, EventBus
+from ..security import Redactor, SecretBox
+from ..store import Store, as_utc, credentials, utcnow
+
+logger = logging.getLogger(__name__)
+
+# Refresh this long before expiry: a fifth of the token's life, at most 5 minutes.
+REFRESH_FRACTION, REFRESH_MARGIN_MAX = 0.2, 300.0
+INVALID_GRANT_MESSAGE = (
+    "Google refused the refresh token (invalid_grant): it was revoked or has expired. "
+    "Re-authorize this credential: `credentials update` with {origin} returns the consent URL. "
+    "If the OAuth consent screen of your Google Cloud project is in \"Testing\" status, Google "
+    "expires its refresh tokens after 7 days; publish the app (\"In production\") to stop that."
+)
+# Token endpoint answers that mean "try again later" even with a 400 (RFC 6749 5.2 and Google).
+_TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "internal_failure"}
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class NotAuthenticated(Exception):
+    """The credential has no usable access token right now."""
+
+
+class TransientTokenError(google.auth.exceptions.TransportError):
+    """The token endpoint could not answer now (5xx, 429, timeout, refused connection)."""
+
+
+class _Response(google.auth.transport.Response):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    @property
+    def data(self) -> bytes:
+        return self._response.content
+
+
+class HttpxRequest(google.auth.transport.Request):
+    """google-auth's transport interface over a (sync) httpx client, run in a worker thread.
+
+    Transient failures are raised here rather than returned: google-auth would otherwise
+    retry them itself with blocking sleeps, and tenacity owns retrying.
+    """
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None,
+                 headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                 **kwargs: Any) -> _Response:
+        try:
+            response = self._client.request(method, url, content=body, headers=headers,
+                                            timeout=timeout or 30.0)
+        except httpx.HTTPError as exc:
+            raise TransientTokenError(f"token endpoint unreachable ({type(exc).__name__})"
+                                      ) from None
+        if response.status_code in _TRANSIENT_STATUS or _oauth_error(response) in \
+                _TRANSIENT_ERRORS:
+            raise TransientTokenError(f"token endpoint answered HTTP {response.status_code}")
+        return _Response(response)
+
+
+def _oauth_error(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+@dataclass
+class _Account:
+    """One credential's live OAuth state."""
+
+    id: int
+    description: str
+    google: GoogleCredentials
+    expiry: dt.datetime | None
+    authenticated_before: bool
+    unreachable_reported: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def seconds_left(self) -> float:
+        if self.google.token is None or self.expiry is None:
+            return 0.0
+        return (self.expiry - utcnow()).total_seconds()
+
+
+class TokenKeeper:
+    """Refreshes access tokens ahead of expiry; publishes `credentials:*` events.
+
+    Expiry is tracked here, not with google-auth's `valid`/`expired`: those call a token
+    expired 225 s early, which would refresh short-lived tokens in a loop.
+    """
+
+    def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
+                 token_uri: str, retry_initial: float = 1.0, retry_max: float = 60.0) -> None:
+        self._store = store
+        self._box = box
+        self._redactor = redactor
+        self._bus = bus
+        self.token_uri = token_uri
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._accounts: dict[int, _Account] = {}
+        self._http = httpx.Client(timeout=30.0)
+        self._request = HttpxRequest(self._http)
+
+    async def start(self) -> None:
+        async with self._store.begin() as conn:
+            ids = (await conn.execute(
+                sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
+            )).scalars().all()
+        for credential_id in ids:
+            await self.load(credential_id)
+
+    async def stop(self) -> None:
+        for credential_id in list(self._accounts):
+            await self.forget(credential_id)
+        self._http.close()
+
+    async def on_credentials_change(self, credential_id: int, change: str) -> None:
+        """Credentials.on_change listener: (re)start refreshing, or stop for a deleted one."""
+        if change == "deleted":
+            await self.forget(credential_id)
+        else:
+            await self.load(credential_id)
+
+    def is_authenticated(self, credential_id: int) -> bool:
+        account = self._accounts.get(credential_id)
+        return account is not None and account.seconds_left() > 0
+
+    async def access_token(self, credential_id: int) -> str:
+        account = self._accounts.get(credential_id)
+        if account is None or account.seconds_left() <= 0:
+            raise NotAuthenticated(f"credential {credential_id} is not authenticated with Google")
+        assert account.google.token is not None
+        return account.google.token
+
+    async def forget(self, credential_id: int) -> None:
+        account = self._accounts.pop(credential_id, None)
+        if account and account.task:
+            account.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await account.task
+
+    async def load(self, credential_id: int) -> None:
+        """Read a credential from the store and keep its token fresh from now on."""
+        await self.forget(credential_id)
+        async with self._store.begin() as conn:
+            row = (await conn.execute(
+                sa.select(credentials).where(credentials.c.id == credential_id)
+            )).first()
+        if row is None or row.refresh_token is None:
+            return
+        refresh_token = self._box.decrypt(row.refresh_token)
+        access_token = self._box.decrypt(row.access_token)
+        client_secret = self._box.decrypt(row.oauth_client_secret)
+        self._redactor.add(refresh_token, access_token, client_secret)
+        account = _Account(
+            id=row.id, description=row.description,
+            google=GoogleCredentials(
+                token=access_token, refresh_token=refresh_token, token_uri=self.token_uri,
+                client_id=row.oauth_client_id, client_secret=client_secret),
+            expiry=as_utc(row.token_expiry),
+            authenticated_before=row.authenticated_at is not None,
+        )
+        self._accounts[credential_id] = account
+        if row.auth_error == INVALID_GRANT_MESSAGE:
+            return  # refreshing again is pointless until the user re-authorizes
+        account.task = asyncio.create_task(self._keep_fresh(account))
+
+    async def _keep_fresh(self, account: _Account) -> None:
+        while True:
+            left = account.seconds_left()
+            if left > 0:
+                lifetime = max(left, 1.0)
+                await asyncio.sleep(max(0.0, left - min(REFRESH_MARGIN_MAX,
+                                                        lifetime * REFRESH_FRACTION)))
+            try:
+                await self._refresh(account)
+            except google.auth.exceptions.RefreshError as exc:
+                await self._refused(account, exc)
+                return
+
+    async def _refresh(self, account: _Account) -> None:
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(TransientTokenError),
+            wait=functools.partial(self._retry_wait, account),
+            # a partial of a coroutine function, so tenacity awaits it
+            before_sleep=functools.partial(self._transient_failure, account),
+            stop=tenacity.stop_never, reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.to_thread(account.google.refresh, self._request)
+        await self._succeeded(account)
+
+    def _retry_wait(self, account: _Account, state: tenacity.RetryCallState) -> float:
+        """Exponential backoff with full jitter, but wake at expiry to report it on time."""
+        wait = tenacity.wait_random_exponential(multiplier=self.retry_initial,
+                                                max=self.retry_max)(state)
+        left = account.seconds_left()
+        return min(wait, left + 0.05) if left > 0 else wait
+
+    async def _transient_failure(self, account: _Account, state: tenacity.RetryCallState
+                                 ) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning("refreshing credential %d (%s) failed, attempt %d: %s; retrying",
+                       account.id, account.description, state.attempt_number, error)
+        if account.seconds_left() > 0 or account.unreachable_reported:
+            return
+        account.unreachable_reported = True
+        message = (f"Google's token endpoint is unreachable and the access token has expired "
+                   f"({error}); still retrying")
+        await self._save(account.id, auth_error=message)
+        await self._publish(account, "unauthenticated", error=message, reason="unreachable")
+
+    async def _succeeded(self, account: _Account) -> None:
+        google = account.google
+        account.expiry = _aware(google.expiry)
+        self._redactor.add(google.token, google.refresh_token)
+        first = not account.authenticated_before
+        account.authenticated_before = True
+        account.unreachable_reported = False
+        await self._save(
+            account.id, access_token=self._box.encrypt(google.token),
+            refresh_token=self._box.encrypt(google.refresh_token), token_expiry=account.expiry,
+            authenticated_at=utcnow(), auth_error=None)
+        logger.info("credential %d (%s) %s; access token valid until %s", account.id,
+                    account.description, "authenticated" if first else "refreshed",
+                    account.expiry)
+        await self._publish(account, "authenticated" if first else "reauthenticated")
+
+    async def _refused(self, account: _Account, exc: google.auth.exceptions.RefreshError
+                       ) -> None:
+        body = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+        reason = str(body.get("error") or "refresh_failed")
+        if reason == "invalid_grant":
+            message = INVALID_GRANT_MESSAGE
+        else:
+            message = f"Google refused to refresh the token: {self._redactor(str(exc.args[0]))}"
+        logger.error("credential %d (%s): %s", account.id, account.description, message)
+        await self._save(account.id, access_token=None, token_expiry=None, auth_error=message)
+        account.google.token = None
+        await self._publish(account, "unauthenticated", error=message, reason=reason)
+
+    async def _save(self, credential_id: int, **values: Any) -> None:
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.update().where(credentials.c.id == credential_id)
+                               .values(**values, updated_at=utcnow()))
+
+    async def _publish(self, account: _Account, event: str, **extra: str) -> None:
+        await self._bus.publish(Event("credentials", event, account.id,
+                                      {"description": account.description, **extra}))
+
+    async def exchange_code(self, state: str, code: str, http: httpx.AsyncClient) -> str:
+        """Finish the consent flow: trade the callback's code for tokens; returns description."""
+        async with self._store.begin() as conn:
+            row = (await conn.execute(
+                sa.select(credentials).where(credentials.c.oauth_state == state)
+            )).first()
+        if row is None or not row.oauth_redirect_uri:
+            raise ValueError("This authorization link is unknown or was already used; "
+                             "start again from the credential's consent URL.")
+        client_secret = self._box.decrypt(row.oauth_client_secret)
+        try:
+            response = await http.post(self.token_uri, data={
+                "grant_type": "authorization_code", "code": code,
+                "client_id": row.oauth_client_id, "client_secret": client_secret,
+                "redirect_uri": row.oauth_redirect_uri})
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"Google's token endpoint is unreachable "
+                                  f"({type(exc).__name__})") from None
+        body = _json_object(response)
+        if response.status_code != 200 or not body.get("refresh_token"):
+            error = body.get("error") or f"HTTP {response.status_code}"
+            raise ValueError(f"Google did not accept the authorization code ({error}).")
+        self._redactor.add(body["refresh_token"], body.get("access_token"))
+        expiry = utcnow() + dt.timedelta(seconds=int(body.get("expires_in", 3600)))
+        await self._save(
+            row.id, refresh_token=self._box.encrypt(body["refresh_token"]),
+            access_token=self._box.encrypt(body.get("access_token")), token_expiry=expiry,
+            authenticated_at=None, auth_error=None, oauth_state=None, oauth_redirect_uri=None)
+        await self.load(row.id)
+        await self._succeeded(self._accounts[row.id])
+        return str(row.description)
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    """google-auth keeps naive UTC datetimes."""
+    return moment.replace(tzinfo=dt.UTC) if moment and moment.tzinfo is None else moment
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+class ConsentCallback:
+    """`GET /api/oauth2/callback`: where Google sends the browser back after consent."""
+
+    def __init__(self, keeper: TokenKeeper, http: httpx.AsyncClient) -> None:
+        self._keeper = keeper
+        self._http = http
+
+    async def __call__(self, request: Request) -> HTMLResponse:
+        query = request.query_params  # Google adds fields such as `iss` and `scope`: ignored
+        if query.get("error"):
+            return _page(400, "Authorization was not granted",
+                         f"Google answered: {query['error'][:200]}")
+        state, code = query.get("state"), query.get("code")
+        if not state or not code:
+            return _page(400, "Incomplete callback",
+                         "The callback needs both `state` and `code` query parameters.")
+        try:
+            description = await self._keeper.exchange_code(state, code, self._http)
+        except ValueError as exc:
+            return _page(400, "Authorization failed", str(exc))
+        except ConnectionError as exc:
+            return _page(502, "Authorization failed", str(exc))
+        return _page(200, "Authorized",
+                     f"Credential “{description}” is connected to Google. "
+                     "You can close this window.")
+
+
+def _page(status: int, title: str, text: str) -> HTMLResponse:
+    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title></head><body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
+            "</body></html>")
+    return HTMLResponse(body, status_code=status)

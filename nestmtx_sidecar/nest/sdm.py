@@ -1,0 +1,178 @@
+"""SDM API client: devices.list and executeCommand, Google's errors as one typed hierarchy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .oauth import NotAuthenticated
+from .quota import QuotaExhausted, QuotaLimiter
+
+logger = logging.getLogger(__name__)
+
+COMMAND_PREFIX = "sdm.devices.commands.CameraLiveStream."
+GENERATE_RTSP = COMMAND_PREFIX + "GenerateRtspStream"
+EXTEND_RTSP = COMMAND_PREFIX + "ExtendRtspStream"
+STOP_RTSP = COMMAND_PREFIX + "StopRtspStream"
+
+# After a 429, commands of that credential pause: 1 min, x1.5 per repeat, at most 10 min (HA).
+BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 60.0, 1.5, 600.0
+
+TokenSource = Callable[[int], Awaitable[str]]  # credential id -> a valid access token
+
+
+class SdmError(Exception):
+    """A failed SDM call; `reason` is the machine code sent to subscribers."""
+
+    retryable = False
+
+    def __init__(self, message: str, status: str = "", http_status: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.http_status = http_status
+
+    @property
+    def reason(self) -> str:
+        return (self.status or type(self).__name__).lower()
+
+
+class SdmAuthError(SdmError):
+    """401/403: the access token or the project's permissions are not good enough."""
+
+
+class SdmNotFound(SdmError):
+    """404: the device (or project) does not exist for this credential."""
+
+
+class SdmInvalidArgument(SdmError):
+    """400 INVALID_ARGUMENT."""
+
+
+class SdmFailedPrecondition(SdmError):
+    """400 FAILED_PRECONDITION, e.g. a stream that has expired or cannot be extended."""
+
+
+class SdmRateLimited(SdmError):
+    """429 RESOURCE_EXHAUSTED from Google, or our own pause after one."""
+
+
+class SdmUnavailable(SdmError):
+    """5xx, timeouts, refused connections: worth another try later."""
+
+    retryable = True
+
+
+class SdmQuota(SdmError):
+    """Our own limiter could not find a slot before the deadline: Google was not called."""
+
+    @property
+    def reason(self) -> str:
+        return "quota"
+
+
+_BY_STATUS: dict[str, type[SdmError]] = {
+    "UNAUTHENTICATED": SdmAuthError, "PERMISSION_DENIED": SdmAuthError,
+    "NOT_FOUND": SdmNotFound, "INVALID_ARGUMENT": SdmInvalidArgument,
+    "FAILED_PRECONDITION": SdmFailedPrecondition, "RESOURCE_EXHAUSTED": SdmRateLimited,
+}
+_BY_HTTP: dict[int, type[SdmError]] = {401: SdmAuthError, 403: SdmAuthError, 404: SdmNotFound,
+                                       429: SdmRateLimited}
+
+
+def error_from_response(response: httpx.Response) -> SdmError:
+    """Google's `{"error": {code, message, status}}` body (or whatever came) -> SdmError."""
+    message, status = f"HTTP {response.status_code}", ""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)[:500]
+        status = str(error.get("status") or "")
+    kind = _BY_STATUS.get(status) or _BY_HTTP.get(response.status_code)
+    if kind is None:
+        kind = SdmUnavailable if response.status_code >= 500 else SdmError
+    return kind(message, status, response.status_code)
+
+
+@dataclass
+class _Backoff:
+    until: float = 0.0
+    delay: float = 0.0
+
+
+class SdmClient:
+    """Talks to SDM for any credential; quotas and 429 pauses are kept per credential."""
+
+    def __init__(self, base_url: str, tokens: TokenSource, http: httpx.AsyncClient,
+                 limiter: QuotaLimiter | None = None) -> None:
+        self._base = base_url.rstrip("/")
+        self._tokens = tokens
+        self._http = http
+        self.limiter = limiter or QuotaLimiter()
+        self._backoff: dict[int, _Backoff] = {}
+
+    async def list_devices(self, credential_id: int, project_id: str,
+                           within: float = 30.0) -> list[dict[str, Any]]:
+        body = await self._call(credential_id, None, "devices.list", within, "GET",
+                                f"/enterprises/{project_id}/devices")
+        devices = body.get("devices", [])
+        return [d for d in devices if isinstance(d, dict) and isinstance(d.get("name"), str)]
+
+    async def execute(self, credential_id: int, device: str, command: str,
+                      params: dict[str, Any], within: float = 30.0) -> dict[str, Any]:
+        """Run one device command; `within` (seconds) bounds quota waits and Google's answer."""
+        body = await self._call(credential_id, device, command, within, "POST",
+                                f"/{device}:executeCommand",
+                                {"command": command, "params": params})
+        results = body.get("results", {})
+        return results if isinstance(results, dict) else {}
+
+    async def _call(self, credential_id: int, device: str | None, command: str, within: float,
+                    method: str, path: str, payload: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        backoff = self._backoff.setdefault(credential_id, _Backoff())
+        paused = backoff.until - time.monotonic()
+        if paused > 0:
+            raise SdmRateLimited(f"Google rate-limited this credential; commands pause for "
+                                 f"{paused:.0f} more seconds", "RESOURCE_EXHAUSTED", 429)
+        try:
+            await self.limiter.acquire(credential_id, device, command, deadline)
+        except QuotaExhausted as exc:
+            raise SdmQuota(str(exc)) from None
+        try:
+            token = await self._tokens(credential_id)
+        except NotAuthenticated as exc:
+            raise SdmAuthError(str(exc), "UNAUTHENTICATED") from None
+        short = command.removeprefix(COMMAND_PREFIX)
+        try:
+            response = await self._http.request(
+                method, self._base + path, json=payload,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=max(0.1, deadline - time.monotonic()))
+        except httpx.HTTPError as exc:
+            raise SdmUnavailable(f"SDM API unreachable ({type(exc).__name__})") from None
+        if response.status_code == 200:
+            backoff.delay = 0.0
+            try:
+                body = response.json()
+            except ValueError:
+                raise SdmUnavailable("SDM API answered with something other than JSON") from None
+            return body if isinstance(body, dict) else {}
+        error = error_from_response(response)
+        if isinstance(error, SdmRateLimited):
+            backoff.delay = min(BACKOFF_MAX, backoff.delay * BACKOFF_FACTOR or BACKOFF_FIRST)
+            backoff.until = time.monotonic() + backoff.delay
+            logger.warning("Google rate-limited %s for credential %d: %s; pausing its commands "
+                           "for %.0f s", short, credential_id, error.message, backoff.delay)
+        else:
+            logger.warning("SDM %s failed for credential %d: %s %s", short, credential_id,
+                           error.http_status, error.message)
+        raise error

@@ -1,0 +1,105 @@
+"""Device sync: SDM's devices.list -> the cameras table; gone devices are marked, not deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..events import Event
+from ..modules.cameras import Cameras, camera_ref
+from ..store import Store, cameras, credentials, utcnow
+from .oauth import TokenKeeper
+from .sdm import SdmClient, SdmError
+
+logger = logging.getLogger(__name__)
+
+_INFO = "sdm.devices.traits.Info"
+_LIVE_STREAM = "sdm.devices.traits.CameraLiveStream"
+
+
+def camera_values(device: dict[str, Any]) -> dict[str, Any]:
+    """The columns a device's JSON sets: name, room, type, protocols, resolution, codecs."""
+    traits = device.get("traits") or {}
+    relations = device.get("parentRelations") or [{}]
+    room = str((relations[0] or {}).get("displayName") or "")
+    name = str((traits.get(_INFO) or {}).get("customName") or room or device["name"])
+    live = traits.get(_LIVE_STREAM) or {}
+    info = {"resolution": live.get("maxVideoResolution"),
+            "videoCodecs": list(live.get("videoCodecs") or []),
+            "audioCodecs": list(live.get("audioCodecs") or [])}
+    return {"name": name[:255], "room": room[:255], "type": str(device.get("type") or ""),
+            "protocols": [str(p) for p in live.get("supportedProtocols") or []], "info": info}
+
+
+class DeviceSync:
+    """Runs devices.list for a credential after it authenticates and every `interval` s."""
+
+    def __init__(self, store: Store, sdm: SdmClient, keeper: TokenKeeper, cameras: Cameras,
+                 interval: float) -> None:
+        self._store = store
+        self._sdm = sdm
+        self._keeper = keeper
+        self._cameras = cameras
+        self._interval = interval
+        self._running: dict[int, asyncio.Task[None]] = {}
+
+    async def on_event(self, event: Event) -> None:
+        """Bus subscriber: a newly authenticated credential gets its cameras at once."""
+        if event.domain == "credentials" and event.event == "authenticated" and event.entity:
+            self.spawn(event.entity)
+
+    def spawn(self, credential_id: int) -> None:
+        if credential_id not in self._running:
+            task = asyncio.create_task(self.sync(credential_id))
+            self._running[credential_id] = task
+            task.add_done_callback(lambda _: self._running.pop(credential_id, None))
+
+    async def run_periodically(self) -> None:
+        while True:
+            async with self._store.begin() as conn:
+                ids = (await conn.execute(sa.select(credentials.c.id))).scalars().all()
+            for credential_id in ids:
+                if self._keeper.is_authenticated(credential_id):
+                    self.spawn(credential_id)
+            await asyncio.sleep(self._interval or 3600)
+
+    async def sync(self, credential_id: int) -> int:
+        """Upsert the credential's cameras; returns how many devices Google listed (-1: failed)."""
+        async with self._store.begin() as conn:
+            project = (await conn.execute(sa.select(credentials.c.dac_project_id).where(
+                credentials.c.id == credential_id))).scalar_one_or_none()
+        if project is None:
+            return -1
+        try:
+            devices = await self._sdm.list_devices(credential_id, project)
+        except SdmError as exc:
+            logger.warning("device sync for credential %d failed: %s", credential_id, exc)
+            return -1
+        async with self._store.begin() as conn:
+            existing = {row.uid: row for row in (await conn.execute(
+                sa.select(cameras).where(cameras.c.credential_id == credential_id))).all()}
+            seen = set()
+            for device in devices:
+                seen.add(device["name"])
+                values = {**camera_values(device), "is_missing": False}
+                if device["name"] in existing:
+                    await conn.execute(cameras.update().where(
+                        cameras.c.id == existing[device["name"]].id).values(
+                            **values, updated_at=utcnow()))
+                else:
+                    await conn.execute(cameras.insert().values(
+                        credential_id=credential_id, uid=device["name"], **values))
+            gone = [row.id for uid, row in existing.items() if uid not in seen]
+            if gone:
+                await conn.execute(cameras.update().where(cameras.c.id.in_(gone))
+                                   .values(is_missing=True, updated_at=utcnow()))
+        for uid, row in existing.items():
+            await self._cameras.changed(camera_ref(row), await self._cameras.get_ref(row.id))
+            if uid not in seen:
+                logger.warning("camera %d (%s) is no longer listed by Google; marked missing",
+                               row.id, row.name)
+        logger.info("device sync for credential %d: %d devices", credential_id, len(devices))
+        return len(devices)
