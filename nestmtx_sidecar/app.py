@@ -34,6 +34,7 @@ from .modules.credentials import Credentials
 from .modules.health import Health
 from .modules.users import Users
 from .modules.version import Version
+from .mqtt import MqttBridge
 from .nest.service import Nest
 from .receiver import HookReceiver
 from .security import Redactor, SecretBox, hash_password
@@ -76,6 +77,10 @@ class Sidecar:
                                      streams=self.nest.streams)
         self.bus.subscribe(self.gateway.publish)
         self.bus.subscribe(count_event)
+        self.mqtt = (MqttBridge(settings, self.dispatcher, self.auth, self.cameras,
+                                self.credentials, self.redactor) if settings.mqtt_url else None)
+        if self.mqtt is not None:
+            self.bus.subscribe(self.mqtt.publish)
         self.metrics = Metrics()
         self.metrics.gauge("nestmtx_connected_sockets", "Socket.IO clients on this replica",
                            lambda: self.gateway.connected)
@@ -87,12 +92,16 @@ class Sidecar:
         self._spawn(self.log_stream.run(self.gateway.send_logs))
         self._spawn(self.gateway.sweep_tokens())
         await self.nest.start()  # before spool replay: a spooled unDemand stops a resumed stream
+        if self.mqtt is not None:
+            self.mqtt.start()
         if self.settings.spool_dir:
             self._spawn(self.receiver.drain_spool(Path(self.settings.spool_dir),
                                                   self.settings.spool_replay_delay))
         logger.info("nestmtx-sidecar ready")
 
     async def stop(self) -> None:
+        if self.mqtt is not None:  # first: `offline` goes out while everything still works
+            await self.mqtt.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
