@@ -1,0 +1,474 @@
+"""WebRTC-only Nest cameras: receive with aiortc, remux H.264 + Opus to MediaMTX, no transcoding.
+
+The publisher offers what Google requires (recvonly audio, recvonly H.264-only video, a data
+channel, in that order, every candidate inline, no STUN/TURN), repairs Google's answer, and
+hands aiortc's depacketized access units straight to an FFmpeg RTSP muxer over TCP. aiortc's
+jitter buffer, NACK and RTX keep working; its decoder is swapped for a pass-through, and the
+output streams are built from a template, so no encoder or per-frame decoder ever runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import errno
+import io
+import itertools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import aiortc.rtcrtpreceiver
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+logger = logging.getLogger(__name__)
+
+VIDEO_RATE = 90000
+AUDIO_RATE = 48000
+# Codecs offered: everything else would need a decoder and an encoder.
+_VIDEO_MIMES = ("video/H264", "video/rtx")
+_AUDIO_MIMES = ("audio/opus",)
+_NAL_IDR, _NAL_SPS, _NAL_PPS = 5, 7, 8
+_START_CODE = re.compile(b"\x00\x00\x01")
+_PLI_INTERVAL = VIDEO_RATE  # while waiting for a keyframe, ask at most once a second
+
+
+class Answer(NamedTuple):
+    """What `GenerateWebRtcStream` returns."""
+
+    answer_sdp: str
+    expires_at: dt.datetime
+    media_session_id: str
+
+
+Generate = Callable[[str], Awaitable[tuple[str, dt.datetime, str]]]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a running publisher stopped delivering; the supervisor recovers from it."""
+
+    reason: str  # "connection-failed" | "silence" | "publish-failed"
+    message: str
+
+
+class PublisherError(Exception):
+    """A session could not be established (bad answer, no keyframe, RTSP target refused)."""
+
+
+# -- Google's answer --------------------------------------------------------------------------
+
+def repair_answer(sdp: str) -> str:
+    """Make Google's answer acceptable to aiortc.
+
+    Google sends candidates without a foundation (`a=candidate: 1 udp ...`), which aiortc's
+    parser rejects, and `a=sendrecv` for media the offer asked to receive only.
+    """
+    foundations = itertools.count(1)
+    lines = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate: "):
+            line = f"a=candidate:{next(foundations)}{line[len('a=candidate:'):]}"
+        elif line == "a=sendrecv":
+            line = "a=sendonly"
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+# -- aiortc without decoding ------------------------------------------------------------------
+
+class KeyframeNeeded(av.FFmpegError):
+    """Raised from the pass-through decoder: aiortc answers it with a PLI (keyframe request)."""
+
+
+def nal_types(access_unit: bytes) -> list[int]:
+    """NAL unit types of an Annex-B access unit, in order."""
+    return [access_unit[m.end()] & 0x1F for m in _START_CODE.finditer(access_unit)
+            if m.end() < len(access_unit)]
+
+
+class PassThroughDecoder:
+    """Stands in for aiortc's decoder: hands the encoded frame on untouched.
+
+    Video is held back until the first IDR access unit, so every session starts decodable;
+    until then each (rate-limited) refusal makes aiortc send a PLI.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self._waiting = kind == "video"
+        self._last_request: int | None = None
+
+    def decode(self, encoded_frame: JitterFrame) -> list[JitterFrame]:
+        if self._waiting:
+            if _NAL_IDR not in nal_types(encoded_frame.data):
+                now = encoded_frame.timestamp
+                if self._last_request is None or now - self._last_request >= _PLI_INTERVAL:
+                    self._last_request = now
+                    raise KeyframeNeeded(errno.EAGAIN, "waiting for an IDR picture")
+                return []
+            self._waiting = False
+        return [encoded_frame]
+
+
+def _pass_through_or_decoder(codec: RTCRtpCodecParameters) -> Any:
+    if codec.mimeType.lower() in ("video/h264", "audio/opus"):
+        return PassThroughDecoder(codec.mimeType.split("/")[0].lower())
+    return get_decoder(codec)
+
+
+def install_pass_through() -> None:
+    """Swap aiortc's decoder lookup for H.264 and Opus, process-wide.
+
+    aiortc has no switch to skip decoding; its receiver thread looks the decoder up through the
+    module-level `get_decoder`. The sidecar only receives media to republish it, so every
+    aiortc receiver in this process wants the pass-through.
+    """
+    aiortc.rtcrtpreceiver.get_decoder = _pass_through_or_decoder  # type: ignore[attr-defined]
+
+
+# -- RTSP output ------------------------------------------------------------------------------
+
+class RtspOutput:
+    """One RTSP publication (ANNOUNCE/RECORD over TCP) fed with encoded packets.
+
+    FFmpeg's socket calls block, so they run on one private thread, in order, off the loop.
+    """
+
+    def __init__(self, url: str, io_timeout: float) -> None:
+        self.url = url
+        self._io_timeout = io_timeout
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="nest-webrtc-mux")
+        self._container: av.container.OutputContainer | None = None
+        self._streams: dict[str, av.stream.Stream] = {}
+        self._time_bases = {"video": Fraction(1, VIDEO_RATE), "audio": Fraction(1, AUDIO_RATE)}
+
+    async def open(self, keyframe: bytes) -> None:
+        await self._run(self._open, keyframe)
+
+    def _open(self, keyframe: bytes) -> None:
+        # A template demuxed from the keyframe carries SPS/PPS as extradata and the picture
+        # size, and its stream has no encoder: start_encoding opens nothing.
+        with av.open(io.BytesIO(keyframe), format="h264") as probe:
+            container = av.open(self.url, "w", format="rtsp", options={
+                "rtsp_transport": "tcp", "timeout": str(int(self._io_timeout * 1e6))})
+            try:
+                video = container.add_stream_from_template(probe.streams.video[0])
+                audio = container.add_mux_stream("opus", rate=AUDIO_RATE)
+                container.start_encoding()
+            except BaseException:
+                container.close()
+                raise
+        self._streams = {"video": video, "audio": audio}
+        self._container = container
+
+    async def write(self, kind: str, data: bytes, pts: int) -> None:
+        await self._run(self._write, kind, data, pts)
+
+    def _write(self, kind: str, data: bytes, pts: int) -> None:
+        if self._container is None:
+            return  # the open failed; the publisher reports that
+        packet = av.Packet(data)
+        packet.stream = self._streams[kind]
+        packet.time_base = self._time_bases[kind]
+        packet.pts = packet.dts = pts
+        if kind == "video" and _NAL_IDR in nal_types(data):
+            packet.is_keyframe = True
+        self._container.mux_one(packet)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            container.close()
+
+    async def _run(self, function: Callable[..., None], *args: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+class _Timeline:
+    """Output timestamps for one track: monotonic across sessions, anchored to wall time.
+
+    Each WebRTC session's clock starts anywhere; its first frame is placed at the time elapsed
+    since the output opened (and at least one frame interval after the last one), so audio
+    and video stay together and a new session continues where the last one ended.
+    """
+
+    def __init__(self, rate: int, step: int) -> None:
+        self._rate = rate
+        self._step = step  # the last frame interval seen
+        self._session: object | None = None
+        self._offset = 0
+        self._last: int | None = None
+
+    def pts(self, session: object, timestamp: int, elapsed: float) -> int:
+        if session is not self._session:
+            self._session = session
+            follow = -1 if self._last is None else self._last + self._step
+            self._offset = max(round(elapsed * self._rate), follow) - timestamp
+        pts = timestamp + self._offset
+        if self._last is not None:
+            if pts <= self._last:
+                pts = self._last + 1  # a muxer refuses time going backwards
+            else:
+                self._step = pts - self._last
+        self._last = pts
+        return pts
+
+
+# -- One peer connection ----------------------------------------------------------------------
+
+class _PeerSession:
+    """One Nest media session: a peer connection and the tasks reading its two tracks."""
+
+    def __init__(self, on_frame: Callable[[_PeerSession, str, JitterFrame], Awaitable[None]],
+                 on_lost: Callable[[_PeerSession, str], None]) -> None:
+        self.answer: Answer | None = None
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._readers: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._pc.on("track", self._start_reader)
+        self._pc.on("connectionstatechange", self._state_changed)
+
+    async def connect(self, generate: Generate) -> Answer:
+        offer = await self._offer()
+        answer = Answer(*await generate(offer))
+        try:
+            await self._pc.setRemoteDescription(
+                RTCSessionDescription(repair_answer(answer.answer_sdp), "answer"))
+        except ValueError as exc:
+            raise PublisherError(f"Nest's SDP answer is unusable: {exc}") from None
+        self.answer = answer
+        return answer
+
+    async def _offer(self) -> str:
+        audio = self._pc.addTransceiver("audio", direction="recvonly")
+        video = self._pc.addTransceiver("video", direction="recvonly")
+        audio.setCodecPreferences(_codecs("audio", _AUDIO_MIMES))
+        video.setCodecPreferences(_codecs("video", _VIDEO_MIMES))
+        # Google rejects an offer without a data channel after audio and video.
+        self._pc.createDataChannel("dataSendChannel")
+        # aiortc gathers every candidate before setLocalDescription returns: all inline.
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        return self._pc.localDescription.sdp
+
+    def _start_reader(self, track: MediaStreamTrack) -> None:
+        self._readers.append(asyncio.create_task(self._read(track)))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            await self._on_frame(self, track.kind, frame)
+
+    def _state_changed(self) -> None:
+        state = self._pc.connectionState
+        if state in ("failed", "closed") and not self._closing:
+            self._on_lost(self, f"WebRTC connection {state}")
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._pc.close()
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        self._readers.clear()
+
+
+def _codecs(kind: str, mimes: tuple[str, ...]) -> list[Any]:
+    return [c for c in RTCRtpReceiver.getCapabilities(kind).codecs if c.mimeType in mimes]
+
+
+# -- The publisher ----------------------------------------------------------------------------
+
+@dataclass
+class Stats:
+    video_frames: int = 0
+    audio_frames: int = 0
+    bytes_in: int = 0
+    sessions: int = 0
+    started_at: float | None = None
+
+
+class WebRtcPublisher:
+    """Publishes one WebRTC-only Nest camera to `target_url` (MediaMTX's RTSP path).
+
+    `start` opens a session and returns once the first keyframe is on its way to MediaMTX;
+    `regenerate` swaps in a new Nest session under the same RTSP publication (battery devices
+    cannot extend); `wait_failure` resolves when the connection fails or media stops for
+    `silence_timeout` seconds; `stop` closes every task, socket and port.
+    """
+
+    def __init__(self, target_url: str, *, silence_timeout: float = 10.0,
+                 start_timeout: float = 20.0, io_timeout: float = 10.0) -> None:
+        install_pass_through()
+        self.target_url = target_url
+        self.stats = Stats()
+        self._silence_timeout = silence_timeout
+        self._start_timeout = start_timeout
+        self._output = RtspOutput(target_url, io_timeout)
+        self._timelines = {"video": _Timeline(VIDEO_RATE, VIDEO_RATE // 30),
+                           "audio": _Timeline(AUDIO_RATE, AUDIO_RATE // 50)}
+        self._active: _PeerSession | None = None
+        self._pending: _PeerSession | None = None
+        self._switched: asyncio.Future[None] | None = None
+        self._failure: asyncio.Future[Failure] = asyncio.get_running_loop().create_future()
+        self._last_media = 0.0
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()
+
+    async def start(self, generate: Generate) -> Answer:
+        """Open the first Nest session and the RTSP publication."""
+        if self._watchdog is not None:
+            raise RuntimeError("publisher already started")
+        answer = await self._open_session(generate)
+        self._watchdog = asyncio.create_task(self._watch())
+        return answer
+
+    async def regenerate(self, generate: Generate) -> Answer:
+        """Replace the Nest session without closing the RTSP publication.
+
+        The old session keeps feeding MediaMTX until the new one delivers its first keyframe,
+        so the path sees no gap beyond Google's own set-up time.
+        """
+        if self._active is None:
+            raise RuntimeError("publisher not started")
+        return await self._open_session(generate)
+
+    async def _open_session(self, generate: Generate) -> Answer:
+        session = _PeerSession(self._on_frame, self._on_lost)
+        self._pending = session
+        self._switched = asyncio.get_running_loop().create_future()
+        try:
+            answer = await session.connect(generate)
+            async with asyncio.timeout(self._start_timeout):
+                await self._switched
+        except TimeoutError:
+            await session.close()
+            raise PublisherError(
+                f"no keyframe from Nest within {self._start_timeout:g} s") from None
+        except BaseException:
+            await session.close()
+            raise
+        finally:
+            if self._pending is session:
+                self._pending = None
+        self.stats.sessions += 1
+        logger.info("WebRTC session %s publishing to %s", _short(answer.media_session_id),
+                    _safe_url(self.target_url))
+        return answer
+
+    async def _on_frame(self, session: _PeerSession, kind: str, frame: JitterFrame) -> None:
+        if session is self._pending and kind == "video":
+            await self._switch_to(session, frame.data)
+        if session is not self._active or self.stats.started_at is None:
+            return  # a retired session's last frames, or audio before the first keyframe
+        loop = asyncio.get_running_loop()
+        self._last_media = loop.time()
+        if kind == "video":
+            self.stats.video_frames += 1
+        else:
+            self.stats.audio_frames += 1
+        self.stats.bytes_in += len(frame.data)
+        elapsed = loop.time() - self.stats.started_at
+        pts = self._timelines[kind].pts(session, frame.timestamp, elapsed)
+        try:
+            await self._output.write(kind, frame.data, pts)
+        except (av.FFmpegError, OSError) as exc:
+            self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
+                                         f"broke: {exc}")
+
+    async def _switch_to(self, session: _PeerSession, keyframe: bytes) -> None:
+        assert self._switched is not None
+        retired, self._active, self._pending = self._active, session, None
+        if self.stats.started_at is None:
+            # Frames that arrive while FFmpeg connects queue behind the open on the mux
+            # thread, so none is lost.
+            self.stats.started_at = asyncio.get_running_loop().time()
+            try:
+                await self._output.open(keyframe)
+            except (av.FFmpegError, OSError) as exc:
+                self._active, self.stats.started_at = None, None
+                self._switched.set_exception(PublisherError(
+                    f"cannot publish to {_safe_url(self.target_url)}: {exc}"))
+                return
+        self._switched.set_result(None)
+        if retired is not None:
+            self._close_later(retired)
+
+    def _close_later(self, session: _PeerSession) -> None:
+        # Closing waits on aiortc's transports; the frame that triggered it must not wait.
+        task = asyncio.create_task(session.close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def _on_lost(self, session: _PeerSession, message: str) -> None:
+        if session is self._active:
+            self._fail("connection-failed", message)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_media = max(self._last_media, loop.time())
+        while not self._failure.done():
+            await asyncio.sleep(self._silence_timeout / 4)
+            silent = loop.time() - self._last_media
+            if silent >= self._silence_timeout:
+                self._fail("silence", f"no media from Nest for {silent:.1f} s")
+
+    def _fail(self, reason: str, message: str) -> None:
+        if not self._failure.done():
+            logger.warning("WebRTC publisher for %s: %s", _safe_url(self.target_url), message)
+            self._failure.set_result(Failure(reason, message))
+
+    async def wait_failure(self) -> Failure:
+        """Resolves once, with the first failure seen; the caller then stops or regenerates."""
+        return await asyncio.shield(self._failure)
+
+    @property
+    def media_session_id(self) -> str | None:
+        return self._active.answer.media_session_id if self._active and self._active.answer \
+            else None
+
+    async def stop(self) -> None:
+        """Close sessions, the RTSP publication, the watchdog and the muxer thread."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+        sessions = [s for s in (self._active, self._pending) if s is not None]
+        self._active = self._pending = None
+        await asyncio.gather(*(s.close() for s in sessions), *self._closers,
+                             return_exceptions=True)
+        await self._output.close()
+        if not self._failure.done():
+            self._failure.cancel()
+
+
+def _short(media_session_id: str) -> str:
+    return media_session_id[:8] + "..." if len(media_session_id) > 8 else media_session_id
+
+
+def _safe_url(url: str) -> str:
+    """The target without credentials, for logs."""
+    return re.sub(r"//[^/@]*@", "//", url)
