@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from .config import ConfigError, Settings, load_settings, with_generated_secrets
 from .logstream import TRACE, LogStream
+from .mediamtx_config import DEFAULT_HOOK
 from .security import Redactor
 
 
@@ -57,11 +58,32 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the sidecar", parents=[common])
+    mtx = commands.add_parser("mediamtx-config", parents=[common],
+                              help="print MediaMTX settings wiring every hook to the sidecar")
+    mtx.add_argument("--hook", default=DEFAULT_HOOK,
+                     help=f"hook script path as MediaMTX sees it (default {DEFAULT_HOOK})")
+    events = commands.add_parser("events", help="tail events and logs of a running sidecar")
+    events.add_argument("--url", default="http://127.0.0.1:2000", help="sidecar base URL")
+    events.add_argument("--token", required=True, help="a bearer token (POST /api/auth)")
     args = parser.parse_args(argv)
+    if args.command == "events":
+        from .tail import run
+
+        raise SystemExit(run(args.url, args.token))
     try:
         settings = load_settings(args.config)
         if args.command == "serve":
             serve(settings)
+        elif args.command == "mediamtx-config":
+            import asyncio
+
+            from .mediamtx_config import StoreUnreadable, generate
+
+            try:
+                sys.stdout.write(asyncio.run(generate(settings, args.hook)))
+            except StoreUnreadable as exc:
+                print(f"nestmtx-sidecar: {exc}", file=sys.stderr)
+                raise SystemExit(1) from None
     except ConfigError as exc:
         print(f"nestmtx-sidecar: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,208 @@
+"""hooks/nestmtx-hook run the way MediaMTX runs it, with BusyBox alone and with curl."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nestmtx_sidecar.events import Event, EventBus
+from nestmtx_sidecar.modules.cameras import CameraRef
+from tests.conftest import RunningSidecar
+from tests.mediamtx import MediaMTX, add_camera, busybox_path, curl_path, expand, hook_settings
+from tests.services import free_port, wait_until
+
+VALUES = {
+    "demand": {"MTX_QUERY": "a=1&b=2"},
+    "unDemand": {"MTX_QUERY": "a=1&b=2"},
+    "ready": {"MTX_QUERY": "", "MTX_SOURCE_TYPE": "rtspSession", "MTX_SOURCE_ID": "f3a1"},
+    "notReady": {"MTX_QUERY": "", "MTX_SOURCE_TYPE": "rtspSession", "MTX_SOURCE_ID": "f3a1"},
+    "read": {"MTX_QUERY": "token=x y", "MTX_READER_TYPE": "webRTCSession", "MTX_READER_ID": "r9"},
+    "unread": {"MTX_QUERY": "token=x y", "MTX_READER_TYPE": "webRTCSession",
+               "MTX_READER_ID": "r9"},
+}
+EXTRA = {"sourceType": "MTX_SOURCE_TYPE", "sourceId": "MTX_SOURCE_ID",
+         "readerType": "MTX_READER_TYPE", "readerId": "MTX_READER_ID"}
+
+
+@pytest.fixture(params=["busybox", "curl"])
+def tools(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """PATH for the hook: BusyBox only (sh + wget), or BusyBox plus curl."""
+    make = busybox_path if request.param == "busybox" else curl_path
+    return make(tmp_path / "bin")
+
+
+def mediamtx(url: str, secret: str, tools: str, **environ: str) -> MediaMTX:
+    return MediaMTX(hook_settings(), {"PATH": tools, "NESTMTX_URL": url,
+                                      "NESTMTX_HOOK_SECRET": secret, **environ})
+
+
+@pytest.fixture
+def events(server: RunningSidecar) -> Iterator[asyncio.Queue[Event]]:
+    yield from capture(server.sidecar.bus)
+
+
+def capture(bus: EventBus) -> Iterator[asyncio.Queue[Event]]:
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def subscriber(event: Event) -> None:
+        queue.put_nowait(event)
+
+    unsubscribe = bus.subscribe(subscriber)
+    yield queue
+    unsubscribe()
+
+
+def expected_details(hook: str, path: str, name: str | None, enabled: bool) -> dict[str, object]:
+    values = VALUES[hook]
+    details: dict[str, object] = {"path": path, "query": values["MTX_QUERY"], "name": name,
+                                  "enabled": enabled}
+    details.update({key: values[var] for key, var in EXTRA.items() if var in values})
+    return details
+
+
+async def test_every_hook_becomes_its_camera_event(server: RunningSidecar, tools: str,
+                                                   events: asyncio.Queue[Event]) -> None:
+    camera = await add_camera(server.sidecar.store, "front", name="Front door")
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    for hook, values in VALUES.items():
+        if hook == "demand":
+            continue  # holds the path: tested on its own below
+        before = time.time()
+        # ready and read are long-running in MediaMTX: the script must send and exit.
+        result = await mtx.run(hook, "front", within=5, **values)
+        assert (result.returncode, result.stderr) == (0, b""), hook
+        event = await asyncio.wait_for(events.get(), 5)
+        assert (event.domain, event.event, event.entity) == ("camera", hook, camera)
+        assert event.details == expected_details(hook, "front", "Front door", True)
+        assert before - 1 <= event.at.timestamp() <= time.time()
+
+
+async def test_unknown_path_gives_entity_null(server: RunningSidecar, tools: str,
+                                              events: asyncio.Queue[Event]) -> None:
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    result = await mtx.run("read", "nobody/here", **VALUES["read"])
+    assert result.returncode == 0
+    event = await asyncio.wait_for(events.get(), 5)
+    assert event.entity is None
+    assert event.details == expected_details("read", "nobody/here", None, False)
+
+
+async def test_demand_for_a_path_without_camera_exits_at_once(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event]) -> None:
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    started = time.monotonic()
+    result = await mtx.run("demand", "nocam", within=10, **VALUES["demand"])
+    assert time.monotonic() - started < 5
+    assert result.returncode == 1
+    assert len(result.stderr_lines) == 1, result.stderr_lines
+    assert "nestmtx-hook" in result.stderr_lines[0] and "'nocam'" in result.stderr_lines[0]
+    assert "404" in result.stderr_lines[0]
+    event = await asyncio.wait_for(events.get(), 5)  # the demand itself is still reported
+    assert (event.event, event.entity) == ("demand", None)
+
+
+class WaitSource:
+    """A StreamSource for a camera the sidecar publishes itself (WebRTC)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def source_for(self, camera: CameraRef) -> str:
+        self.asked.append(camera.mtx_path)
+        return "wait"
+
+
+async def test_demand_waits_until_sigint_then_exits_cleanly(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event]) -> None:
+    await add_camera(server.sidecar.store, "webrtc-cam", protocols=("WEB_RTC",))
+    source = WaitSource()
+    server.sidecar.receiver.streams = source
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    process = await mtx.start("demand", "webrtc-cam", **VALUES["demand"])
+    try:
+        # Holding: the script sleeps in the background of its own wait loop.
+        await wait_until(lambda: "sleep" in process.group_commands(), timeout=10)
+        assert source.asked == ["webrtc-cam"]
+        assert process.proc.returncode is None
+        result = await process.stop(within=5)
+    finally:
+        process.kill_leftovers()
+    assert result.returncode == 0
+    assert not result.left_running  # no orphaned sleep to block MediaMTX's shutdown
+    assert result.stderr == b""
+    assert (await asyncio.wait_for(events.get(), 5)).event == "demand"
+
+
+def spooled(directory: Path) -> list[Path]:
+    return sorted(directory.iterdir(), key=lambda p: tuple(
+        int(part) if part.isdigit() else 0 for part in p.name.split(".")[:2]))
+
+
+async def test_unreachable_sidecar_spools_each_event_in_firing_order(
+        tmp_path: Path, tools: str) -> None:
+    spool = tmp_path / "spool"
+    mtx = mediamtx(f"http://127.0.0.1:{free_port()}", "secret", tools,
+                   NESTMTX_SPOOL_DIR=str(spool))
+    fired = [("read", "cam"), ("unread", "cam"), ("notReady", "cam"), ("unDemand", "other")]
+    for hook, path in fired:
+        started = time.monotonic()
+        result = await mtx.run(hook, path, **VALUES[hook])
+        assert time.monotonic() - started < 5  # a few quick tries, then give up
+        assert result.returncode == 0
+        assert len(result.stderr_lines) == 1 and "spooled" in result.stderr_lines[0]
+    files = spooled(spool)
+    assert [f.name.split(".")[3] for f in files] == [hook for hook, _ in fired]
+    assert all(f.name.endswith(".json") for f in files)  # no half-written temporaries left
+    for file, (hook, path) in zip(files, fired, strict=True):
+        millis, seq, pid, _ = file.name.split(".", 3)
+        assert abs(int(millis) / 1000 - time.time()) < 60 and seq.isdigit() and pid.isdigit()
+        body = json.loads(file.read_bytes())
+        assert body == {"MTX_PATH": path, "RTSP_PATH": path, "RTSP_PORT": "8554",
+                        **VALUES[hook]}
+
+
+async def test_unreachable_sidecar_without_spool_says_the_event_is_lost(
+        tmp_path: Path, tools: str) -> None:
+    mtx = mediamtx(f"http://127.0.0.1:{free_port()}", "secret", tools)
+    result = await mtx.run("unread", "cam", **VALUES["unread"])
+    assert result.returncode == 1
+    assert len(result.stderr_lines) == 1 and "lost" in result.stderr_lines[0]
+
+
+async def test_wrong_secret_is_reported_not_retried_nor_spooled(
+        server: RunningSidecar, tmp_path: Path, tools: str) -> None:
+    spool = tmp_path / "spool"
+    mtx = mediamtx(server.url, "not-the-secret", tools, NESTMTX_SPOOL_DIR=str(spool))
+    started = time.monotonic()
+    result = await mtx.run("ready", "cam", **VALUES["ready"])
+    assert time.monotonic() - started < 2
+    assert result.returncode == 1
+    assert len(result.stderr_lines) == 1 and "401" in result.stderr_lines[0]
+    assert "not-the-secret" not in result.stderr_lines[0]
+    assert not spool.exists() or not list(spool.iterdir())
+
+
+async def test_bad_invocations_fail_with_one_line(tmp_path: Path, tools: str) -> None:
+    mtx = MediaMTX({"runOnRead": f"{hook_settings()['runOnRead'].split()[0]} bogus"},
+                   {"PATH": tools})
+    result = await mtx.run("read", "cam", **VALUES["read"])
+    assert result.returncode == 2 and len(result.stderr_lines) == 1
+    assert "unknown hook 'bogus'" in result.stderr_lines[0]
+
+
+def test_harness_expands_like_go_os_expand() -> None:
+    env = {"MTX_PATH": "cam 1", "A": "x"}.get
+
+    def lookup(name: str) -> str:
+        return env(name) or ""
+
+    # Even inside what was single-quoted in mediamtx.yml: the shell never sees it.
+    assert expand("'$MTX_PATH'", lookup) == "'cam 1'"
+    assert expand("${A}b $Ab $1 $$ a$ ${} ${A", lookup) == "xb    a$  A"
+    assert expand("$-x $", lookup) == "x $"
+
