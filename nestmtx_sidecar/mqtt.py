@@ -111,7 +111,7 @@ class CameraState:
             self.readers = max(0, self.readers - 1)
         elif event.event == "extended":
             self.stream_expires_at = details.get("expiresAt")
-        elif event.event == "failed-extension":
+        elif event.event in ("failed-extension", "error"):
             self.last_error = {"error": details.get("error"), "reason": details.get("reason"),
                                "at": isoformat(event.at)}
         self.updated_at = isoformat(event.at)
