@@ -1,0 +1,261 @@
+"""The Socket.IO door with python-socketio's AsyncClient: connect auth, the `request` rules,
+replies on `<requestId>` and the ack, `failure`, log-out, revocation and expiry of live sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from nestmtx_sidecar.security import token_digest
+from nestmtx_sidecar.store import access_tokens
+from tests.conftest import ADMIN_PASSWORD, RunningSidecar
+from tests.doors import REPLY_TIMEOUT, SocketDoor
+
+SERVER_DISCONNECT = socketio.AsyncClient.reason.SERVER_DISCONNECT
+
+
+class Watched:
+    """An AsyncClient whose connect refusal and server-side disconnect can be awaited."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        loop = asyncio.get_running_loop()
+        self.refused: asyncio.Future[Any] = loop.create_future()
+        self.dropped: asyncio.Future[Any] = loop.create_future()
+        self.failures: asyncio.Queue[Any] = asyncio.Queue()
+        self.sio.on("connect_error", lambda data: self.refused.done()
+                    or self.refused.set_result(data))
+        self.sio.on("disconnect", lambda reason=None: self.dropped.done()
+                    or self.dropped.set_result(reason))
+        self.sio.on("failure", self.failures.put_nowait)
+
+    async def connect(self, url: str, **options: Any) -> None:
+        await self.sio.connect(url, transports=["websocket"], wait_timeout=REPLY_TIMEOUT,
+                               **options)
+
+    async def refusal(self, url: str, **options: Any) -> str:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await self.connect(url, **options)
+        data = await asyncio.wait_for(self.refused, REPLY_TIMEOUT)
+        return data["message"]
+
+
+@pytest.fixture
+async def socket(server: RunningSidecar, token: str) -> AsyncIterator[SocketDoor]:
+    door = await SocketDoor(server.url, token).connect()
+    yield door
+    await door.close()
+
+
+async def set_expiry(server: RunningSidecar, token: str, seconds: float) -> None:
+    async with server.sidecar.store.begin() as conn:
+        await conn.execute(access_tokens.update()
+                           .where(access_tokens.c.digest == token_digest(token))
+                           .values(expires_at=dt.datetime.now(dt.UTC)
+                                   + dt.timedelta(seconds=seconds)))
+
+
+# --- connecting ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("placement", ["auth", "header", "query"])
+async def test_each_token_placement_connects(server: RunningSidecar, token: str,
+                                             placement: str) -> None:
+    client = Watched()
+    url, options = server.url, {}
+    if placement == "auth":
+        options["auth"] = {"token": token}
+    elif placement == "header":
+        options["headers"] = {"Authorization": f"Bearer {token}"}
+    else:
+        url = f"{server.url}?token={token}"
+    await client.connect(url, **options)
+    assert client.sio.connected
+    await client.sio.disconnect()
+
+
+async def test_refused_connections_say_why(server: RunningSidecar, token: str) -> None:
+    assert await Watched().refusal(server.url) == "A bearer token is required"
+    assert await Watched().refusal(server.url, auth={"token": "forged"}) == \
+        "Invalid or revoked token"
+    assert await Watched().refusal(server.url, auth={"token": 42}) == \
+        "A bearer token is required"
+    await set_expiry(server, token, -1)
+    assert await Watched().refusal(server.url, auth={"token": token}) == "Token expired"
+    fresh = await server.login()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await http.delete("/api/auth", headers={"Authorization": f"Bearer {fresh}"})
+    assert await Watched().refusal(server.url, auth={"token": fresh}) == \
+        "Invalid or revoked token"
+    assert server.sidecar.gateway.connected == 0
+
+
+async def test_reconnecting_with_a_new_token(server: RunningSidecar, token: str) -> None:
+    client = Watched()
+    await client.connect(server.url, auth={"token": token})
+    await client.sio.disconnect()
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await http.delete("/api/auth", headers={"Authorization": f"Bearer {token}"})
+    new_token = await server.login()
+    await client.sio.connect(server.url, auth={"token": new_token}, transports=["websocket"])
+    door = SocketDoor(server.url, new_token)
+    door.client = client.sio
+    assert (await door.call("users", "list")).ok()["total"] == 1
+    await client.sio.disconnect()
+
+
+# --- the request contract ------------------------------------------------------------------
+
+async def test_request_as_object_or_json_string(socket: SocketDoor) -> None:
+    request = {"command": "list", "module": "version", "requestId": "as-string"}
+    reply = await socket.request(json.dumps(request), reply_event="as-string")
+    assert reply["name"] == "nestmtx-sidecar"
+    assert (await socket.request({**request, "requestId": "as-object"}))["name"] == \
+        "nestmtx-sidecar"
+
+
+@pytest.mark.parametrize("request_body,field", [
+    ({"command": "read", "module": "users"}, "entity"),
+    ({"command": "update", "module": "users", "payload": {}}, "entity"),
+    ({"command": "delete", "module": "users"}, "entity"),
+    ({"command": "list", "module": "users", "entity": 1}, "entity"),
+    ({"command": "create", "module": "users", "entity": 1, "payload": {}}, "entity"),
+    ({"command": "create", "module": "users"}, "payload"),
+    ({"command": "update", "module": "users", "entity": 1}, "payload"),
+    ({"command": "read", "module": "users", "entity": 1, "payload": {}}, "payload"),
+    ({"command": "delete", "module": "users", "entity": 1, "payload": {}}, "payload"),
+    ({"command": "list", "module": "users", "payload": [1]}, "payload"),
+    ({"command": "list", "module": "users", "entity": {"id": 1}}, "entity"),
+    ({"command": "purge", "module": "users"}, "command"),
+    ({"command": "list", "module": ""}, "module"),
+    ({"command": "list", "module": "users", "extra": 1}, "extra"),
+])
+async def test_entity_and_payload_presence_rules(socket: SocketDoor, request_body: dict,
+                                                 field: str) -> None:
+    reply = await socket.request({**request_body, "requestId": "rules"})
+    assert reply["error"]["code"] == "invalid"
+    assert field in [detail["field"] for detail in reply["error"]["details"]]
+
+
+async def test_list_payload_is_optional_and_null_means_absent(socket: SocketDoor) -> None:
+    reply = await socket.request({"command": "list", "module": "users", "requestId": "n",
+                                  "payload": None})
+    assert (reply["page"], reply["itemsPerPage"], reply["total"]) == (1, 10, 1)
+
+
+@pytest.mark.parametrize("raw", [
+    "not json", "[1, 2]", 42, None, ["list"], {"command": "list", "module": "users"},
+    {"command": "list", "module": "users", "requestId": ""},
+    {"command": "list", "module": "users", "requestId": 7},
+    {"command": "list", "module": "users", "requestId": "connect"},
+    {"command": "list", "module": "users", "requestId": "x" * 257},
+])
+async def test_unusable_requests_go_to_failure(server: RunningSidecar, token: str,
+                                               raw: Any) -> None:
+    client = Watched()
+    await client.connect(server.url, auth={"token": token})
+    acked = asyncio.get_running_loop().create_future()
+    await client.sio.emit("request", raw, callback=acked.set_result)
+    failure = await asyncio.wait_for(client.failures.get(), REPLY_TIMEOUT)
+    assert failure["error"]["code"] in ("bad_request", "invalid")
+    assert await asyncio.wait_for(acked, REPLY_TIMEOUT) == failure
+    # The connection survives and still answers.
+    door = SocketDoor(server.url, token)
+    door.client = client.sio
+    (await door.call("version", "list")).ok()
+    await client.sio.disconnect()
+
+
+async def test_requests_with_no_or_extra_arguments_are_answered(
+        server: RunningSidecar, token: str) -> None:
+    client = Watched()
+    await client.connect(server.url, auth={"token": token})
+    await client.sio.emit("request")
+    failure = await asyncio.wait_for(client.failures.get(), REPLY_TIMEOUT)
+    assert failure["error"]["message"] == "Request must be an object"
+    reply = await client.sio.call("request", ({"command": "list", "module": "version",
+                                               "requestId": "extra"}, "ignored"),
+                                  timeout=REPLY_TIMEOUT)
+    assert reply["name"] == "nestmtx-sidecar"
+    await client.sio.disconnect()
+
+
+async def test_requests_without_ack_are_answered_on_the_event(socket: SocketDoor) -> None:
+    got = asyncio.get_running_loop().create_future()
+    socket.client.on("no-ack", got.set_result)
+    await socket.client.emit("request", {"command": "list", "module": "version",
+                                         "requestId": "no-ack"})
+    assert (await asyncio.wait_for(got, REPLY_TIMEOUT))["name"] == "nestmtx-sidecar"
+
+
+async def test_login_over_socketio(socket: SocketDoor) -> None:
+    reply = (await socket.call("auth", "create", payload={
+        "username": "admin", "password": ADMIN_PASSWORD})).ok()
+    assert set(reply) == {"bearer", "expiration", "user"}
+    (await socket.call("auth", "create", payload={"username": "admin", "password": "nope"})
+     ).error("unauthorized")
+    (await socket.call("auth", "delete", entity="someone-else")).error("invalid")
+    (await socket.call("auth", "list")).error("bad_request")
+
+
+# --- log-out, revocation and expiry of live sockets ----------------------------------------
+
+async def test_auth_delete_current_answers_then_drops_every_socket_of_that_token(
+        server: RunningSidecar, token: str) -> None:
+    other_token = await server.login()
+    same, other, caller = Watched(), Watched(), SocketDoor(server.url, token)
+    await same.connect(server.url, auth={"token": token})
+    await other.connect(server.url, auth={"token": other_token})
+    await caller.connect()
+    dropped = asyncio.get_running_loop().create_future()
+    caller.client.on("disconnect", lambda reason=None: dropped.set_result(reason))
+
+    reply = await caller.call("auth", "delete", entity="current")  # checks event and ack
+    assert reply.ok() == {"revoked": True}
+    assert await asyncio.wait_for(dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+    assert await asyncio.wait_for(same.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+    assert other.sio.connected
+    assert await Watched().refusal(server.url, auth={"token": token}) == \
+        "Invalid or revoked token"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/api/users", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    await other.sio.disconnect()
+
+
+async def test_http_logout_drops_live_sockets(server: RunningSidecar, token: str) -> None:
+    client = Watched()
+    await client.connect(server.url, headers={"Authorization": f"Bearer {token}"})
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.delete("/api/auth", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+
+
+async def test_deleting_a_user_drops_their_sockets(server: RunningSidecar, socket: SocketDoor
+                                                   ) -> None:
+    viewer = (await socket.call("users", "create", payload={
+        "username": "viewer", "password": "long enough pw"})).ok()
+    client = Watched()
+    await client.connect(server.url, auth={"token": await server.login("viewer",
+                                                                       "long enough pw")})
+    (await socket.call("users", "delete", entity=viewer["id"])).ok()
+    assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+
+
+async def test_live_socket_is_dropped_when_its_token_expires(server: RunningSidecar,
+                                                             token: str) -> None:
+    await set_expiry(server, token, 1.0)
+    client = Watched()
+    await client.connect(server.url, auth={"token": token})
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+    assert asyncio.get_running_loop().time() - started < 3
+    assert await Watched().refusal(server.url, auth={"token": token}) == "Token expired"
