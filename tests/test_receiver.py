@@ -1,0 +1,161 @@
+"""POST /hooks/<hook>: authentication, validation (never a 500), and byte-exact values."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nestmtx_sidecar.events import Event
+from tests.conftest import RunningSidecar
+from tests.mediamtx import MediaMTX, busybox_path, curl_path, hook_settings, hook_variables
+
+
+def post(server: RunningSidecar, hook: str, body: bytes | None = None,
+         json_body: object = None, secret: str | None = "") -> httpx.Response:
+    headers = {}
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret or server.hook_secret}"
+    return httpx.post(f"{server.url}/hooks/{hook}", content=body, json=json_body,
+                      headers=headers)
+
+
+async def apost(server: RunningSidecar, hook: str, **kwargs: object) -> httpx.Response:
+    return await asyncio.to_thread(post, server, hook, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_aliases_map_to_ready_and_not_ready(server: RunningSidecar) -> None:
+    seen: list[Event] = []
+
+    async def subscriber(event: Event) -> None:
+        seen.append(event)
+
+    server.sidecar.bus.subscribe(subscriber)
+    for hook in ("available", "unavailable"):
+        reply = await apost(server, hook, json_body={"MTX_PATH": "x", "MTX_SOURCE_ID": "s"})
+        assert reply.status_code == 202, reply.text
+    assert [e.event for e in seen] == ["ready", "notReady"]
+    assert seen[0].details["sourceId"] == "s" and seen[0].details["sourceType"] == ""
+
+
+@pytest.mark.parametrize("secret", [None, "wrong", "Basic abc"])
+async def test_missing_or_wrong_secret_is_401(server: RunningSidecar, secret: str | None) -> None:
+    if secret == "Basic abc":
+        reply = await asyncio.to_thread(
+            httpx.post, f"{server.url}/hooks/ready", json={"MTX_PATH": "x"},
+            headers={"Authorization": f"Basic {server.hook_secret}"})
+    else:
+        reply = await apost(server, "ready", json_body={"MTX_PATH": "x"}, secret=secret)
+    assert reply.status_code == 401
+    assert reply.json()["error"]["code"]
+    assert server.hook_secret not in reply.text
+
+
+async def test_unknown_hook_is_404(server: RunningSidecar) -> None:
+    reply = await apost(server, "runOnFoo", json_body={"MTX_PATH": "x"})
+    assert reply.status_code == 404
+    assert "runOnFoo" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "status", "fragment"), [
+    (b"not json", 400, "not valid JSON"),
+    (b"", 400, "not valid JSON"),
+    (b"[1, 2]", 422, "JSON object"),
+    (b'"MTX_PATH"', 422, "JSON object"),
+    (b'{"MTX_PATH": 5}', 422, "must be a string"),
+    (b'{"MTX_PATH": "x", "MTX_QUERY": null}', 422, "must be a string"),
+    (b'{"MTX_PATH": "x", "MTX_QUERY": {"a": 1}}', 422, "must be a string"),
+    (b'{"MTX_QUERY": "a"}', 422, "MTX_PATH"),
+    (b'{"MTX_PATH": ""}', 422, "MTX_PATH"),
+    (b'{"MTX_PATH": "x", "lower case": "v"}', 422, "variable name"),
+    (b"{" + b'"MTX_PATH": "' + b"x" * 70_000 + b'"}', 400, "larger"),
+    (b'{"MTX_PATH": "\xff\xfe"}', 202, ""),  # not UTF-8: still an event, bytes replaced
+])
+async def test_malformed_bodies_get_precise_4xx(server: RunningSidecar, body: bytes,
+                                                status: int, fragment: str) -> None:
+    reply = await apost(server, "read", body=body)
+    assert reply.status_code == status, reply.text
+    if status != 202:
+        error = reply.json()["error"]
+        assert fragment in error["message"] + str(error["details"])
+
+
+# Values as MediaMTX may pass them: anything but NUL (environment strings cannot hold it).
+values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                 max_size=40)
+paths = values.filter(bool)
+
+
+@pytest.mark.parametrize("backend", ["busybox", "curl"])
+async def test_fuzzed_values_round_trip_byte_exact_through_the_script(
+        server: RunningSidecar, tmp_path: Path, backend: str) -> None:
+    tools = (busybox_path if backend == "busybox" else curl_path)(tmp_path / "bin")
+    mtx = MediaMTX(hook_settings(), {"PATH": tools, "NESTMTX_URL": server.url,
+                                     "NESTMTX_HOOK_SECRET": server.hook_secret})
+    received: queue.Queue[Event] = queue.Queue()
+
+    async def subscriber(event: Event) -> None:
+        received.put(event)
+
+    server.sidecar.bus.subscribe(subscriber)
+
+    # Hypothesis drives a plain function; it runs in a thread so the server keeps serving.
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(path=paths, query=values, source_type=values, source_id=values)
+    def round_trip(path: str, query: str, source_type: str, source_id: str) -> None:
+        variables = hook_variables("ready", path, MTX_QUERY=query, MTX_SOURCE_TYPE=source_type,
+                                   MTX_SOURCE_ID=source_id)
+        argv = mtx.argv("ready", variables)
+        result = subprocess.run(argv, env={**mtx.environ, **variables}, capture_output=True,
+                                timeout=15, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        event = received.get(timeout=5)
+        assert event.details["path"] == path
+        assert event.details["query"] == query
+        assert event.details["sourceType"] == source_type
+        assert event.details["sourceId"] == source_id
+
+    await asyncio.to_thread(round_trip)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.one_of(
+    st.binary(max_size=200),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+                 max_leaves=8).map(lambda v: httpx.Request("POST", "/", json=v).content),
+))
+def test_arbitrary_bodies_never_500(body: bytes, fuzz_server: RunningSidecar) -> None:
+    reply = post(fuzz_server, "read", body=body)
+    assert reply.status_code in (202, 400, 422), reply.text
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The sidecar in a thread of its own, for a synchronous hypothesis test."""
+    import threading
+
+    from tests.conftest import make_settings, serve_in_loop
+
+    ready: queue.Queue[RunningSidecar] = queue.Queue()
+    stop = threading.Event()
+
+    async def main() -> None:
+        async with serve_in_loop(make_settings(tmp_path_factory.mktemp("fuzz"))) as running:
+            ready.put(running)
+            await asyncio.to_thread(stop.wait)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),))
+    thread.start()
+    try:
+        yield ready.get(timeout=30)
+    finally:
+        stop.set()
+        thread.join(30)
