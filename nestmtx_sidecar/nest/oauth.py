@@ -187,12 +187,14 @@ class TokenKeeper:
         access_token = self._box.decrypt(row.access_token)
         client_secret = self._box.decrypt(row.oauth_client_secret)
         self._redactor.add(refresh_token, access_token, client_secret)
+        expiry = as_utc(row.token_expiry)
         account = _Account(
             id=row.id, description=row.description,
             google=GoogleCredentials(
                 token=access_token, refresh_token=refresh_token, token_uri=self.token_uri,
-                client_id=row.oauth_client_id, client_secret=client_secret),
-            expiry=as_utc(row.token_expiry),
+                client_id=row.oauth_client_id, client_secret=client_secret,
+                expiry=expiry.replace(tzinfo=None) if expiry else None),  # naive UTC there
+            expiry=expiry,
             authenticated_before=row.authenticated_at is not None,
         )
         self._accounts[credential_id] = account
@@ -337,7 +339,7 @@ class ConsentCallback:
         self._keeper = keeper
         self._http = http
 
-    async def __call__(self, request: Request) -> HTMLResponse:
+    async def endpoint(self, request: Request) -> HTMLResponse:
         query = request.query_params  # Google adds fields such as `iss` and `scope`: ignored
         if query.get("error"):
             return _page(400, "Authorization was not granted",

@@ -18,6 +18,7 @@ from .oauth import ConsentCallback, TokenKeeper
 from .sdm import SdmClient
 from .streams import StreamSupervisor
 from .sync import DeviceSync
+from .webrtc_streams import WebRtcStreams
 
 
 class Nest:
@@ -30,18 +31,23 @@ class Nest:
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
         self.sync = DeviceSync(store, self.sdm, self.tokens, cameras,
                                settings.device_sync_interval)
+        self.webrtc = WebRtcStreams(bus, self.sdm, settings.mediamtx_rtsp_url,
+                                    settings.stream_start_timeout)
         self.streams = StreamSupervisor(store, box, redactor, bus, self.sdm, cameras,
-                                        settings.stream_start_timeout)
-        self.routes = [Route(CALLBACK_PATH, ConsentCallback(self.tokens, self.http))]
+                                        settings.stream_start_timeout, self.webrtc)
+        self.routes = [Route(CALLBACK_PATH, ConsentCallback(self.tokens, self.http).endpoint)]
         bus.subscribe(self.streams.on_event)
+        bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)
         cameras.on_change(self.streams.on_camera_change)
+        cameras.on_change(self.webrtc.on_camera_change)
         credentials.on_change(self._credentials_changed)
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def _credentials_changed(self, credential_id: int, change: str) -> None:
         if change == "deleted":
             await self.streams.on_credential_deleted(credential_id)  # needs the token: first
+            await self.webrtc.on_credential_deleted(credential_id)
         await self.tokens.on_credentials_change(credential_id, change)
 
     async def start(self) -> None:
@@ -54,5 +60,6 @@ class Nest:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.streams.close()
+        await self.webrtc.close()  # before the tokens: StopWebRtcStream needs one
         await self.tokens.stop()
         await self.http.aclose()

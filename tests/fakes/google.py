@@ -1,0 +1,347 @@
+"""A fake Google (OAuth token endpoint + SDM API) on loopback, speaking the reference's shapes.
+
+Tokens and streams are real state: access tokens expire, streams expire at `expiresAt` and
+cannot be extended afterwards, quotas are enforced with 429 RESOURCE_EXHAUSTED. Every call
+is recorded in `calls`, so tests assert what Google was asked and how often. Failures are
+scripted per endpoint with `fail_next`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.services import free_port
+
+PREFIX = "sdm.devices.commands.CameraLiveStream."
+STREAM_COMMANDS = {PREFIX + name for name in (
+    "GenerateRtspStream", "ExtendRtspStream", "StopRtspStream",
+    "GenerateWebRtcStream", "ExtendWebRtcStream", "StopWebRtcStream")}
+
+
+def google_error(code: int, status: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "status": status}},
+                        status_code=code)
+
+
+def rate_limited(scope: str) -> JSONResponse:
+    return google_error(429, "RESOURCE_EXHAUSTED",
+                        f"Rate limited for the ExecuteDeviceCommand API for the {scope}.")
+
+
+def camera(device_id: str, custom_name: str = "", room: str = "Front door",
+           protocols: tuple[str, ...] = ("RTSP",), project: str = "project-1") -> dict[str, Any]:
+    """A device of devices.list, as Google sends it."""
+    return {
+        "name": f"enterprises/{project}/devices/{device_id}",
+        "type": "sdm.devices.types.CAMERA",
+        "assignee": f"enterprises/{project}/structures/s1/rooms/r1",
+        "traits": {
+            "sdm.devices.traits.Info": {"customName": custom_name},
+            "sdm.devices.traits.CameraLiveStream": {
+                "maxVideoResolution": {"width": 640, "height": 480},
+                "videoCodecs": ["H264"], "audioCodecs": ["AAC"],
+                "supportedProtocols": list(protocols)},
+        },
+        "parentRelations": [{"parent": f"enterprises/{project}/structures/s1/rooms/r1",
+                             "displayName": room}],
+    }
+
+
+@dataclass
+class Call:
+    at: float  # time.monotonic()
+    endpoint: str  # "token", "devices.list" or the short command name
+    status: int
+    device: str = ""
+    grant: str = ""
+
+
+@dataclass
+class Stream:
+    device: str
+    extension_token: str
+    expires_at: float  # monotonic
+    stopped: bool = False
+
+
+@dataclass
+class FakeGoogle:
+    rtsp_url: str = "rtsp://127.0.0.1:1/live"  # where streamUrls.rtspUrl points (plus ?auth=)
+    token_lifetime: int = 3600
+    stream_lifetime: float = 300.0
+    client_id: str = "fake-client.apps.googleusercontent.com"
+    client_secret: str = "GOCSPX-fake-secret-0123456789"
+    quota_window: float = 60.0
+    commands_per_user: int = 10
+    commands_per_device: int = 5
+    lists_per_user: int = 5
+    devices: dict[str, list[dict[str, Any]]] = field(  # project -> its devices
+        default_factory=lambda: {"project-1": []})
+    webrtc_answer: Callable[[str], Awaitable[str]] | None = None
+    calls: list[Call] = field(default_factory=list)
+    refresh_tokens: set[str] = field(default_factory=set)
+    codes: dict[str, str] = field(default_factory=dict)  # code -> redirect_uri
+    access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+    streams: dict[str, Stream] = field(default_factory=dict)  # extension token -> stream
+    _failures: dict[str, collections.deque[Any]] = field(
+        default_factory=lambda: collections.defaultdict(collections.deque))
+    url: str = ""
+
+    # -- scripting -------------------------------------------------------------------------
+
+    def issue_refresh_token(self) -> str:
+        token = "1//fake-refresh-" + secrets.token_urlsafe(24)
+        self.refresh_tokens.add(token)
+        return token
+
+    def issue_code(self, redirect_uri: str) -> str:
+        code = "4/fake-code-" + secrets.token_urlsafe(16)
+        self.codes[code] = redirect_uri
+        return code
+
+    def fail_next(self, endpoint: str, *failures: Any) -> None:
+        """Script answers for the next calls of an endpoint ("token", "devices.list", or a
+        short command name): an int HTTP status (5xx in Google's shape, 429), "invalid_grant",
+        "FAILED_PRECONDITION", "NOT_FOUND", or ("slow", seconds) to delay a normal answer."""
+        self._failures[endpoint].extend(failures)
+
+    def heal(self, endpoint: str) -> None:
+        """Drop the failures still scripted for an endpoint."""
+        self._failures[endpoint].clear()
+
+    def count(self, endpoint: str, status: int | None = None, device: str = "") -> int:
+        return sum(1 for c in self.calls if c.endpoint == endpoint and
+                   (status is None or c.status == status) and (not device or c.device == device))
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.url + "/token"
+
+    @property
+    def sdm_url(self) -> str:
+        return self.url + "/v1"
+
+    # -- serving ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serve(self, port: int | None = None) -> AsyncIterator[FakeGoogle]:
+        port = port or free_port()
+        app = Starlette(routes=[
+            Route("/token", self._token, methods=["POST"]),
+            Route("/v1/enterprises/{project}/devices", self._devices_list),
+            Route("/v1/enterprises/{project}/devices/{device}:executeCommand", self._execute,
+                  methods=["POST"]),
+        ])
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_config=None, lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            yield self
+        finally:
+            server.should_exit = True
+            await task
+
+    async def _scripted(self, endpoint: str) -> Any:
+        queue = self._failures.get(endpoint)
+        failure = queue.popleft() if queue else None
+        if isinstance(failure, tuple) and failure[0] == "slow":
+            await asyncio.sleep(failure[1])
+            return None
+        return failure
+
+    def _record(self, endpoint: str, response: Response, **extra: str) -> Response:
+        self.calls.append(Call(time.monotonic(), endpoint, response.status_code, **extra))
+        return response
+
+    async def _token(self, request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        grant = str(form.get("grant_type", ""))
+        return self._record("token", await self._token_answer(form), grant=grant)
+
+    async def _token_answer(self, form: Any) -> Response:
+        failure = await self._scripted("token")
+        if isinstance(failure, int):
+            return JSONResponse({"error": "internal_failure"}, status_code=failure)
+        if failure == "invalid_grant" or (
+                form.get("grant_type") == "refresh_token" and
+                form.get("refresh_token") not in self.refresh_tokens):
+            return JSONResponse({"error": "invalid_grant",
+                                 "error_description": "Token has been expired or revoked."},
+                                status_code=400)
+        if form.get("client_id") != self.client_id or \
+                form.get("client_secret") != self.client_secret:
+            return JSONResponse({"error": "invalid_client",
+                                 "error_description": "The OAuth client was not found."},
+                                status_code=401)
+        body: dict[str, Any] = {}
+        if form.get("grant_type") == "authorization_code":
+            if self.codes.pop(str(form.get("code")), None) != form.get("redirect_uri"):
+                return JSONResponse({"error": "invalid_grant",
+                                     "error_description": "Bad Request"}, status_code=400)
+            body["refresh_token"] = self.issue_refresh_token()
+        elif form.get("grant_type") != "refresh_token":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        access = "ya29.fake-" + secrets.token_urlsafe(24)
+        self.access_tokens[access] = time.monotonic() + self.token_lifetime
+        body.update(access_token=access, expires_in=self.token_lifetime, token_type="Bearer",
+                    scope="https://www.googleapis.com/auth/sdm.service")
+        return JSONResponse(body)
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or self.access_tokens.get(token, 0) < time.monotonic():
+            return google_error(401, "UNAUTHENTICATED",
+                                "Request had invalid authentication credentials.")
+        return None
+
+    def _over_quota(self, endpoint: str, device: str, limit: int) -> bool:
+        since = time.monotonic() - self.quota_window
+        used = sum(1 for c in self.calls if c.at > since and c.status != 429 and
+                   c.endpoint == endpoint and (not device or c.device == device))
+        return used >= limit
+
+    async def _devices_list(self, request: Request) -> Response:
+        failure = await self._scripted("devices.list")
+        project = request.path_params["project"]
+        if (error := self._unauthorized(request)) is not None:
+            response: Response = error
+        elif isinstance(failure, int):
+            response = google_error(failure, "UNAVAILABLE", "The service is unavailable.")
+        elif self._over_quota("devices.list", "", self.lists_per_user):
+            response = rate_limited("user")
+        elif project not in self.devices:
+            response = google_error(404, "NOT_FOUND", "Enterprise not found.")
+        else:
+            response = JSONResponse({"devices": self.devices[project]})
+        return self._record("devices.list", response)
+
+    async def _execute(self, request: Request) -> Response:
+        project, device_id = request.path_params["project"], request.path_params["device"]
+        name = f"enterprises/{project}/devices/{device_id}"
+        try:
+            body = await request.json()
+            command, params = body["command"], body.get("params", {})
+        except (ValueError, KeyError, TypeError):
+            return self._record("?", google_error(400, "INVALID_ARGUMENT", "Invalid JSON."))
+        short = str(command).removeprefix(PREFIX)
+        return self._record(short, await self._command(request, name, command, short, params),
+                            device=name)
+
+    async def _command(self, request: Request, name: str, command: str, short: str,
+                       params: dict[str, Any]) -> Response:
+        failure = await self._scripted(short)
+        if (error := self._unauthorized(request)) is not None:
+            return error
+        if command not in STREAM_COMMANDS:
+            return google_error(400, "INVALID_ARGUMENT", f"Command {command} not supported.")
+        since = time.monotonic() - self.quota_window
+        recent = [c for c in self.calls if c.at > since and c.status != 429 and c.device]
+        if len(recent) >= self.commands_per_user:
+            return rate_limited("user")
+        if sum(1 for c in recent if c.device == name and c.endpoint == short) >= \
+                self.commands_per_device:
+            return rate_limited("device")
+        if isinstance(failure, int):
+            if failure == 429:
+                return rate_limited("user")
+            return google_error(failure, "UNAVAILABLE", "The service is currently unavailable.")
+        if failure in ("FAILED_PRECONDITION", "NOT_FOUND"):
+            code = 400 if failure == "FAILED_PRECONDITION" else 404
+            return google_error(code, failure, f"Scripted {failure} for {short}.")
+        if not any(d["name"] == name for ds in self.devices.values() for d in ds):
+            return google_error(404, "NOT_FOUND", "Device not found.")
+        handler = getattr(self, "_" + short, None)
+        if handler is None:
+            return google_error(400, "INVALID_ARGUMENT", f"Command {command} not supported.")
+        return await handler(name, params)
+
+    def _expires_at(self, at: float) -> str:
+        moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=at - time.monotonic())
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def _new_stream(self, name: str) -> Stream:
+        stream = Stream(name, secrets.token_urlsafe(16),
+                        time.monotonic() + self.stream_lifetime)
+        self.streams[stream.extension_token] = stream
+        return stream
+
+    def _live(self, token: Any) -> Stream | None:
+        stream = self.streams.get(str(token))
+        if stream is None or stream.stopped or stream.expires_at <= time.monotonic():
+            return None
+        return stream
+
+    async def _GenerateRtspStream(self, name: str, params: dict[str, Any]) -> Response:
+        stream = self._new_stream(name)
+        stream_token = secrets.token_urlsafe(16)
+        return JSONResponse({"results": {
+            "streamUrls": {"rtspUrl": f"{self.rtsp_url}?auth={stream_token}"},
+            "streamExtensionToken": stream.extension_token, "streamToken": stream_token,
+            "expiresAt": self._expires_at(stream.expires_at)}})
+
+    async def _ExtendRtspStream(self, name: str, params: dict[str, Any]) -> Response:
+        old = self._live(params.get("streamExtensionToken"))
+        if old is None or old.device != name:
+            return google_error(400, "FAILED_PRECONDITION",
+                                "The stream has expired or does not exist.")
+        old.stopped = True  # the old extension token is spent
+        stream = self._new_stream(name)
+        return JSONResponse({"results": {
+            "streamExtensionToken": stream.extension_token,
+            "streamToken": secrets.token_urlsafe(16),
+            "expiresAt": self._expires_at(stream.expires_at)}})
+
+    async def _StopRtspStream(self, name: str, params: dict[str, Any]) -> Response:
+        stream = self._live(params.get("streamExtensionToken"))
+        if stream is None or stream.device != name:
+            return google_error(400, "FAILED_PRECONDITION",
+                                "The stream has expired or does not exist.")
+        stream.stopped = True
+        return JSONResponse({"results": {}})
+
+    async def _GenerateWebRtcStream(self, name: str, params: dict[str, Any]) -> Response:
+        offer = params.get("offerSdp")
+        if not isinstance(offer, str) or not offer.startswith("v=0"):
+            return google_error(400, "INVALID_ARGUMENT", "offerSdp is required.")
+        answer = await self.webrtc_answer(offer) if self.webrtc_answer else "v=0\r\n"
+        stream = self._new_stream(name)
+        return JSONResponse({"results": {
+            "answerSdp": answer, "mediaSessionId": stream.extension_token,
+            "expiresAt": self._expires_at(stream.expires_at)}})
+
+    async def _ExtendWebRtcStream(self, name: str, params: dict[str, Any]) -> Response:
+        stream = self._live(params.get("mediaSessionId"))
+        if stream is None or stream.device != name:
+            return google_error(400, "FAILED_PRECONDITION",
+                                "The stream has expired or does not exist.")
+        stream.expires_at = time.monotonic() + self.stream_lifetime
+        return JSONResponse({"results": {"mediaSessionId": stream.extension_token,
+                                         "expiresAt": self._expires_at(stream.expires_at)}})
+
+    async def _StopWebRtcStream(self, name: str, params: dict[str, Any]) -> Response:
+        stream = self._live(params.get("mediaSessionId"))
+        if stream is None or stream.device != name:
+            return google_error(400, "FAILED_PRECONDITION",
+                                "The stream has expired or does not exist.")
+        stream.stopped = True
+        return JSONResponse({"results": {}})

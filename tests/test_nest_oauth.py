@@ -1,0 +1,171 @@
+"""Credentials against the fake Google: first auth, refresh, invalid_grant, outage, consent."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import socketio
+
+from tests.conftest import make_settings, serve_in_loop
+from tests.fakes.google import FakeGoogle
+from tests.nest_support import add_credential, nest_sidecar
+from tests.services import free_port
+
+
+def _secrets(google: FakeGoogle) -> list[str]:
+    return [google.client_secret, *google.refresh_tokens, *google.access_tokens]
+
+
+def _assert_nothing_secret(google: FakeGoogle, *texts: str) -> None:
+    for text in texts:
+        for secret in _secrets(google):
+            assert secret not in text
+
+
+async def test_first_auth_then_refreshes_ahead_of_expiry(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    # 3 s tokens: google-auth would call them expired on arrival (225 s threshold).
+    async with FakeGoogle(token_lifetime=3).serve() as google, \
+            nest_sidecar(tmp_path, google) as (running, events, client):
+        created = await add_credential(client, google, google.issue_refresh_token())
+        first = await events.wait("credentials", "authenticated")
+        assert first.entity == created["id"]
+        assert first.details == {"description": "Home"}
+        refreshed = await events.wait("credentials", "reauthenticated", count=2)
+        assert refreshed.entity == created["id"]
+        token_calls = [c for c in google.calls if c.endpoint == "token"]
+        assert len(token_calls) == 3 and all(c.status == 200 for c in token_calls)
+        # each refresh comes before the previous token expired, not in a loop
+        gaps = [b.at - a.at for a, b in itertools.pairwise(token_calls)]
+        assert all(1.5 < gap < 3.0 for gap in gaps), gaps
+        assert len(events.named("credentials", "authenticated")) == 1
+
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is True and read["auth_error"] is None
+        listing = (await client.get("/api/credentials")).text
+        sio = socketio.AsyncClient()
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        sio.on("r1", got.set_result)
+        await sio.connect(running.url, auth={"token": client.headers["authorization"][7:]},
+                          transports=["websocket"])
+        await sio.emit("request", {"command": "read", "module": "credentials",
+                                   "requestId": "r1", "entity": created["id"]})
+        over_socket = await asyncio.wait_for(got, 5)
+        await sio.disconnect()
+        assert over_socket["authenticated"] is True
+        logs = "\n".join(entry["msg"] for entry in running.sidecar.log_stream.recent)
+        assert "authenticated" in logs
+        _assert_nothing_secret(google, str(created), str(read), listing, str(over_socket), logs,
+                               str([e.payload() for e in events.seen]))
+
+
+async def test_invalid_grant_is_reported_once_with_the_testing_hint(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google) as (running, events, client):
+        running.sidecar.nest.tokens.retry_initial = 0.05  # a retry would show up at once
+        created = await add_credential(client, google, "1//revoked-refresh-token-123456")
+        event = await events.wait("credentials", "unauthenticated")
+        assert event.entity == created["id"]
+        assert event.details["reason"] == "invalid_grant"
+        assert "7 days" in event.details["error"] and "Testing" in event.details["error"]
+        assert "re-authorize" in event.details["error"].lower()
+        await asyncio.sleep(1.0)  # nothing to await: this checks that nothing happens
+        assert google.count("token") == 1
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is False and "invalid_grant" in read["auth_error"]
+        logs = "\n".join(entry["msg"] for entry in running.sidecar.log_stream.recent)
+        assert "7 days" in logs
+        _assert_nothing_secret(google, logs, str(read))
+        assert "1//revoked-refresh-token-123456" not in logs
+
+
+async def test_outage_reports_unreachable_only_after_expiry_then_recovers(tmp_path):
+    async with FakeGoogle(token_lifetime=3).serve() as google, \
+            nest_sidecar(tmp_path, google) as (running, events, client):
+        keeper = running.sidecar.nest.tokens
+        keeper.retry_initial, keeper.retry_max = 0.1, 0.5
+        await add_credential(client, google, google.issue_refresh_token())
+        await events.wait("credentials", "authenticated")
+        expires = time.monotonic() + 3
+        google.fail_next("token", *([503] * 1000))
+        down = await events.wait("credentials", "unauthenticated", within=10)
+        assert time.monotonic() >= expires - 0.1  # not while the token was still good
+        assert down.details["reason"] == "unreachable"
+        failures = google.count("token", status=503)
+        assert failures >= 3  # retried with backoff meanwhile...
+        assert failures < 60  # ...not in a tight loop
+        google.heal("token")
+        back = await events.wait("credentials", "reauthenticated", within=10)
+        assert back.at > down.at
+        assert len(events.named("credentials", "unauthenticated")) == 1
+        read = (await client.get("/api/credentials")).json()["items"][0]
+        assert read["authenticated"] is True
+
+
+async def test_connection_refused_is_transient(tmp_path):
+    port = free_port()  # Google "down": nothing listens there yet
+    google = FakeGoogle()
+    async with nest_sidecar(tmp_path, google, google_token_uri=f"http://127.0.0.1:{port}/token",
+                            sdm_api_url=f"http://127.0.0.1:{port}/v1") as (running, events, client):
+        keeper = running.sidecar.nest.tokens
+        keeper.retry_initial, keeper.retry_max = 0.05, 0.2
+        await add_credential(client, google, google.issue_refresh_token())
+        event = await events.wait("credentials", "unauthenticated")
+        assert event.details["reason"] == "unreachable"  # no token yet: expired at once
+        async with google.serve(port):
+            await events.wait("credentials", "authenticated")
+
+
+async def test_consent_callback_exchanges_the_code(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google) as (running, events, client):
+        created = await add_credential(client, google)
+        reply = await client.put(f"/api/credentials/{created['id']}",
+                                 json={"origin": running.url})
+        consent = urlsplit(reply.json())
+        query = {k: v[0] for k, v in parse_qs(consent.query).items()}
+        assert consent.netloc == "nestservices.google.com"
+        assert query["redirect_uri"] == running.url + "/api/oauth2/callback"
+        code = google.issue_code(query["redirect_uri"])
+        async with httpx.AsyncClient(base_url=running.url) as browser:
+            bad = await browser.get("/api/oauth2/callback",
+                                    params={"state": "forged", "code": code})
+            assert bad.status_code == 400 and "unknown" in bad.text
+            incomplete = await browser.get("/api/oauth2/callback", params={"code": code})
+            assert incomplete.status_code == 400
+            page = await browser.get("/api/oauth2/callback", params={
+                "state": query["state"], "code": code,
+                "scope": "https://www.googleapis.com/auth/sdm.service",
+                "iss": "https://accounts.google.com"})
+            assert page.status_code == 200, page.text
+            assert "Authorized" in page.text
+            reused = await browser.get("/api/oauth2/callback",
+                                       params={"state": query["state"], "code": code})
+            assert reused.status_code == 400
+        event = await events.wait("credentials", "authenticated")
+        assert event.entity == created["id"]
+        grants = [c.grant for c in google.calls if c.endpoint == "token"]
+        assert grants == ["authorization_code"], google.calls
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is True and read["has_refresh_token"] is True
+        _assert_nothing_secret(google, page.text, str(read))
+
+
+async def test_restart_keeps_authentication(tmp_path):
+    async with FakeGoogle().serve() as google:
+        settings = make_settings(tmp_path, google_token_uri=google.token_endpoint,
+                                 sdm_api_url=google.sdm_url)
+        async with nest_sidecar(tmp_path, google, port=settings.port) as (_, events, client):
+            created = await add_credential(client, google, google.issue_refresh_token())
+            await events.wait("credentials", "authenticated")
+        async with serve_in_loop(settings) as running:
+            assert running.sidecar.nest.tokens.is_authenticated(created["id"])
+            token = await running.sidecar.nest.tokens.access_token(created["id"])
+            assert token in google.access_tokens
+        assert google.count("token") == 1  # the stored token was still good: no refresh
