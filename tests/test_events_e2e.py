@@ -1,0 +1,155 @@
+"""Hook script -> receiver -> bus -> Socket.IO: JavaScript and Python subscribers, no loss."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from nestmtx_sidecar.events import Event
+from tests.conftest import RunningSidecar
+from tests.mediamtx import MediaMTX, add_camera, busybox_path, hook_settings
+from tests.services import ROOT, require
+
+JS = ROOT / "tests" / "js"
+TOPICS = ("camera:read", "camera:*", "nestmtx:*")
+
+
+class JsSubscriber:
+    """tests/js/subscribe.js in node: socket.io-client as browsers and integrations use it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, url: str, token: str | None) -> tuple[JsSubscriber, dict[str, Any]]:
+        node = shutil.which("node")
+        require(node is not None and (JS / "node_modules" / "socket.io-client").is_dir(),
+                "Node.js with tests/js packages", "apt-get install nodejs npm; "
+                "npm ci --prefix tests/js")
+        assert node is not None
+        proc = await asyncio.create_subprocess_exec(
+            node, str(JS / "subscribe.js"), url, *([token] if token else []),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**20)
+        subscriber = cls(proc)
+        return subscriber, await subscriber.next_line()
+
+    async def next_line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 20)
+        assert line, "subscribe.js exited"
+        return json.loads(line)
+
+    async def events(self, count: int) -> list[dict[str, Any]]:
+        """The next `count` events, skipping log lines."""
+        out: list[dict[str, Any]] = []
+        while len(out) < count:
+            line = await self.next_line()
+            if line.get("topic") not in (None, "log"):
+                out.append(line)
+        return out
+
+    async def close(self) -> list[dict[str, Any]]:
+        """Stop it and return whatever else it printed."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        stdout, _ = await asyncio.wait_for(self.proc.communicate(), 20)
+        return [json.loads(line) for line in stdout.splitlines()]
+
+
+class PySubscriber:
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.received: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.client.on("*", self._any)
+
+    async def _any(self, topic: str, payload: Any = None) -> None:
+        self.received.put_nowait((topic, payload))
+
+    async def events(self, count: int) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        while len(out) < count:
+            topic, payload = await asyncio.wait_for(self.received.get(), 20)
+            if topic != "log":
+                out.append((topic, payload))
+        return out
+
+
+@pytest.mark.node
+async def test_hook_reaches_js_and_python_subscribers_on_all_three_topics(
+        server: RunningSidecar, tmp_path: Path) -> None:
+    camera = await add_camera(server.sidecar.store, "porch", name="Porch")
+    token = await server.login()
+    js, status = await JsSubscriber.start(server.url, token)
+    assert status == {"status": "connected"}
+    py = PySubscriber()
+    await py.client.connect(server.url, auth={"token": token}, transports=["websocket"])
+    stranger_js, stranger_status = await JsSubscriber.start(server.url, None)
+    assert stranger_status["status"] == "connect_error"
+    stranger_py = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await stranger_py.connect(server.url, transports=["websocket"])
+    published: list[Event] = []
+
+    async def record(event: Event) -> None:
+        published.append(event)
+
+    server.sidecar.bus.subscribe(record)
+    mtx = MediaMTX(hook_settings(), {"PATH": busybox_path(tmp_path / "bin"),
+                                     "NESTMTX_URL": server.url,
+                                     "NESTMTX_HOOK_SECRET": server.hook_secret})
+    query = "a=1&b='two' \"3\" %20 é"
+    result = await mtx.run("read", "porch", MTX_QUERY=query, MTX_READER_TYPE="rtspSession",
+                           MTX_READER_ID="c0ffee")
+    assert result.returncode == 0, result.stderr
+    [event] = published
+    expected = {"domain": "camera", "entity": camera, "event": "read", "at": event.payload()["at"],
+                "details": {"path": "porch", "query": query, "name": "Porch", "enabled": True,
+                            "readerType": "rtspSession", "readerId": "c0ffee"}}
+    assert event.payload() == expected
+    assert [(e["topic"], e["payload"]) for e in await js.events(3)] == [
+        (topic, expected) for topic in TOPICS]
+    assert await py.events(3) == [(topic, expected) for topic in TOPICS]
+    await py.client.disconnect()
+    await js.close()
+    # The refused socket saw nothing but its refusal.
+    assert [line for line in await stranger_js.close() if "topic" in line] == []
+
+
+@pytest.mark.node
+async def test_500_concurrent_hook_calls_arrive_exactly_once_at_every_subscriber(
+        server: RunningSidecar) -> None:
+    await add_camera(server.sidecar.store, "busy")
+    token = await server.login()
+    js, status = await JsSubscriber.start(server.url, token)
+    assert status == {"status": "connected"}
+    py = PySubscriber()
+    await py.client.connect(server.url, auth={"token": token}, transports=["websocket"])
+    count = 500
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+        replies = await asyncio.gather(*(
+            client.post(f"/hooks/{'read' if n % 2 else 'unread'}",
+                        json={"MTX_PATH": "busy", "MTX_READER_ID": str(n)},
+                        headers={"Authorization": f"Bearer {server.hook_secret}"})
+            for n in range(count)))
+    assert Counter(r.status_code for r in replies) == {202: count}
+    expected = Counter((topic, str(n)) for n in range(count)
+                       for topic in ("camera:read" if n % 2 else "camera:unread",
+                                     "camera:*", "nestmtx:*"))
+    js_seen = Counter((e["topic"], e["payload"]["details"]["readerId"])
+                      for e in await js.events(3 * count))
+    py_seen = Counter((topic, payload["details"]["readerId"])
+                      for topic, payload in await py.events(3 * count))
+    assert js_seen == expected
+    assert py_seen == expected
+    await py.client.disconnect()
+    # Nothing more arrived (no duplicates) by the time the JS client is closed.
+    assert [line for line in await js.close() if line.get("topic") not in (None, "log")] == []
