@@ -274,6 +274,7 @@ class MqttBridge:
         for component in COMPONENTS:
             await client.subscribe(f"{self.discovery.prefix}/{component}/+/config", qos=1)
         await client.subscribe(f"{self.base}/state/+/+", qos=1)
+        await client.subscribe(self.status_topic, qos=1)
         tasks = {asyncio.create_task(self._flush(client)),
                  asyncio.create_task(self._receive(client)),
                  asyncio.create_task(self._stopping.wait())}
@@ -326,6 +327,10 @@ class MqttBridge:
                 task = asyncio.create_task(self._reply(client, payload))
                 self._requests.add(task)
                 task.add_done_callback(self._request_done)
+            elif message.topic.value == self.status_topic:
+                if payload == OFFLINE.encode():
+                    # Another replica's goodbye or will: this one is still here.
+                    self._publish_retained(self.status_topic, ONLINE.encode())
             elif message.retain:
                 self._sweep(message.topic.value, payload)
 
@@ -374,8 +379,10 @@ class MqttBridge:
 
     def _retain(self, topic: str, payload: Mapping[str, Any] | None) -> None:
         data = b"" if payload is None else _encode(payload)
-        if self._retained.get(topic) == data:
-            return
+        if self._retained.get(topic) != data:
+            self._publish_retained(topic, data)
+
+    def _publish_retained(self, topic: str, data: bytes) -> None:
         self._retained[topic] = data
         self._dirty[topic] = None
         self._wake.set()

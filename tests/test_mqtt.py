@@ -19,8 +19,9 @@ import httpx
 import pytest
 import socketio
 
+from nestmtx_sidecar.config import ConfigError
 from nestmtx_sidecar.events import Event
-from nestmtx_sidecar.mqtt import LOGIN_REFUSED, MqttBridge
+from nestmtx_sidecar.mqtt import LOGIN_REFUSED, Broker, MqttBridge
 from nestmtx_sidecar.store import cameras
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.services import free_port, require, start_sidecar, wait_for_port
@@ -451,3 +452,58 @@ async def test_the_last_will_says_offline_when_the_process_is_killed(
         assert (await late.expect("nestmtx/status")).payload == b"offline"
         assert MQTT_PASSWORD not in process.log()
         assert "connected to MQTT broker mqtt://127.0.0.1" in process.log()
+
+
+async def test_credential_state_follows_its_events_and_deleting_it_clears_its_cameras(
+        mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
+    credential_id, camera_id = await add_camera(mqtt_server, "garage")
+    credential_state = f"nestmtx/state/credentials/{credential_id}"
+    credential_config = ("homeassistant/binary_sensor/"
+                         f"nestmtx_credentials_{credential_id}_authenticated/config")
+    camera_config = f"homeassistant/sensor/nestmtx_camera_{camera_id}_viewers/config"
+    bus = mqtt_server.sidecar.bus
+    async with Watcher(broker, "nestmtx/#", "homeassistant/#") as watcher:
+        await watcher.expect(camera_config, lambda m: bool(m.payload))
+        await bus.publish(Event("credentials", "authenticated", credential_id,
+                                {"description": "Home"}))
+        await watcher.expect(credential_state, state_is(authenticated=True, error=None))
+        await bus.publish(Event("credentials", "unauthenticated", credential_id, {
+            "description": "Home", "error": "Token has been revoked", "reason": "invalid_grant"}))
+        await watcher.expect(credential_state, state_is(authenticated=False,
+                                                        error="Token has been revoked"))
+        token = await mqtt_server.login()
+        deleted = await watcher.ask({"command": "delete", "module": "credentials",
+                                     "requestId": "del", "entity": credential_id,
+                                     "token": token})
+        assert deleted["id"] == credential_id
+        for topic in (credential_state, credential_config, camera_config,
+                      f"nestmtx/state/camera/{camera_id}"):
+            await watcher.expect(topic, lambda m: m.payload == b"")
+
+
+def test_the_broker_url_is_parsed_and_never_shows_its_password() -> None:
+    broker = Broker.from_url("mqtts://home%40assistant:p%2Fss%40w0rd@broker.lan")
+    assert (broker.host, broker.port, broker.tls) == ("broker.lan", 8883, True)
+    assert (broker.username, broker.password) == ("home@assistant", "p/ss@w0rd")
+    assert "w0rd" not in str(broker) and "w0rd" not in repr(broker)
+    assert Broker.from_url("mqtt://127.0.0.1").port == 1883
+    with pytest.raises(ConfigError, match="port"):
+        Broker.from_url("mqtt://127.0.0.1:99999")
+    with pytest.raises(ConfigError, match="host"):
+        Broker.from_url("mqtt://")
+
+
+async def test_a_replica_leaving_does_not_leave_the_others_marked_offline(
+        mqtt_server: RunningSidecar, broker: Mosquitto, tmp_path: Path) -> None:
+    sidecar = mqtt_server.sidecar
+    async with Watcher(broker, "nestmtx/status") as watcher:
+        await watcher.expect("nestmtx/status", lambda m: m.retain and m.payload == b"online")
+        other = MqttBridge(make_settings(tmp_path, mqtt_url=broker.url), sidecar.dispatcher,
+                           sidecar.auth, sidecar.cameras, sidecar.credentials, sidecar.redactor)
+        other.start()
+        await watcher.expect("nestmtx/status", lambda m: not m.retain)  # the other is up
+        seen = len(watcher.messages)
+        await other.stop()
+        after = lambda m: watcher.messages.index(m) >= seen  # noqa: E731
+        await watcher.expect("nestmtx/status", lambda m: after(m) and m.payload == b"online")
+        assert [m.payload for m in watcher.messages[seen:]] == [b"offline", b"online"]
