@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from ..errors import Invalid, SidecarError, Unavailable
 from ..events import Event, EventBus, isoformat
 from ..modules.cameras import CameraRef, Cameras
+from ..receiver import StreamSource
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions, utcnow
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
@@ -67,7 +68,8 @@ class StreamSupervisor:
     """Implements receiver.StreamSource for Nest RTSP cameras."""
 
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
-                 sdm: SdmClient, cameras: Cameras, start_timeout: float) -> None:
+                 sdm: SdmClient, cameras: Cameras, start_timeout: float,
+                 webrtc: StreamSource | None = None) -> None:
         self._store = store
         self._box = box
         self._redactor = redactor
@@ -75,10 +77,13 @@ class StreamSupervisor:
         self._sdm = sdm
         self._cameras = cameras
         self._start_timeout = start_timeout
+        self._webrtc = webrtc  # WebRTC-only cameras: the sidecar publishes them itself
         self._sessions: dict[int, _Session] = {}
 
     async def source_for(self, camera: CameraRef) -> str:
         if "RTSP" not in camera.protocols:
+            if "WEB_RTC" in camera.protocols and self._webrtc is not None:
+                return await self._webrtc.source_for(camera)
             await self._unsupported(camera)
         session = self._sessions.setdefault(camera.id, _Session(camera))
         session.camera, session.wanted = camera, True

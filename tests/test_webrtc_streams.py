@@ -1,0 +1,135 @@
+"""WebRTC cameras under supervision: real SdmClient -> fake Google (HTTP on loopback), whose
+GenerateWebRtcStream is answered by the fake Nest peer; published to a real RTSP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import av
+import httpx
+
+from nestmtx_sidecar.events import Event, EventBus
+from nestmtx_sidecar.modules.cameras import CameraRef
+from nestmtx_sidecar.nest.sdm import SdmClient
+from nestmtx_sidecar.nest.webrtc_streams import WebRtcStreams
+from tests.fakes.google import FakeGoogle, camera
+from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+from tests.test_webrtc import clip, clip_path, finished, loopback_ice, rtsp_receiver
+
+__all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
+
+DEVICE = "enterprises/project-1/devices/doorbell"
+CAMERA = CameraRef(id=7, credential_id=1, uid=DEVICE, name="Doorbell", enabled=True,
+                   persistent=False, protocols=("WEB_RTC",), mtx_path="doorbell")
+
+
+class Events:
+    """Bus subscriber whose `next(name)` awaits the next camera event of that name."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.seen: list[Event] = []
+        self._waiters: list[tuple[str, asyncio.Future[Event]]] = []
+        bus.subscribe(self._on_event)
+
+    async def _on_event(self, event: Event) -> None:
+        self.seen.append(event)
+        for waiter in [w for w in self._waiters if w[0] == event.event]:
+            self._waiters.remove(waiter)
+            waiter[1].set_result(event)
+
+    async def next(self, name: str) -> Event:
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._waiters.append((name, future))
+        async with asyncio.timeout(15):
+            return await future
+
+
+@contextlib.asynccontextmanager
+async def _google(peer: FakeNestWebRtc, lifetime: float) -> AsyncIterator[FakeGoogle]:
+    async def answer(offer: str) -> str:
+        return (await peer.generate(offer))[0]
+
+    google = FakeGoogle(stream_lifetime=lifetime, commands_per_user=100, webrtc_answer=answer,
+                        devices={"project-1": [camera("doorbell", "Doorbell",
+                                                      protocols=("WEB_RTC",))]})
+    async with google.serve():
+        yield google
+
+
+async def _streams(google: FakeGoogle, bus: EventBus, rtsp_base: str,
+                   http: httpx.AsyncClient) -> WebRtcStreams:
+    token = "fake-access-token"
+    google.access_tokens[token] = time.monotonic() + 3600
+
+    async def tokens(credential_id: int) -> str:
+        return token
+
+    sdm = SdmClient(google.sdm_url, tokens, http)
+    streams = WebRtcStreams(bus, sdm, rtsp_base, start_timeout=15, silence_timeout=3)
+    bus.subscribe(streams.on_event)  # as nest.service wires it
+    return streams
+
+
+async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Path) -> None:
+    bus = EventBus()
+    events = Events(bus)
+    peer = FakeNestWebRtc(clip, battery=True, lifetime=30)
+    lifetime = 3.0
+    async with (httpx.AsyncClient() as http,
+                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
+                _google(peer, lifetime) as google):
+        google.fail_next("ExtendWebRtcStream", "FAILED_PRECONDITION")
+        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
+        try:
+            assert await streams.source_for(CAMERA) == "wait"
+            failed = await events.next("failed-extension")
+            assert failed.details["reason"] == "failed_precondition"
+            assert failed.details["regenerating"] is True
+            extended = await events.next("extended")
+            assert extended.details["regenerated"] is True
+            # Once known not to extend, the next renewal goes straight to a new session.
+            await events.next("extended")
+            await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+            await finished(receiver)  # the publication ended with the demand
+        finally:
+            await streams.close()
+            await peer.close()
+        assert google.count("GenerateWebRtcStream") == 3
+        assert google.count("ExtendWebRtcStream") == 1
+        assert google.count("StopWebRtcStream") == 3  # two replaced, one at unDemand
+
+    with av.open(str(receiver.output)) as container:
+        stream = container.streams.video[0]
+        times = [float(p.pts * p.time_base) for p in container.demux(stream) if p.size]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert times[-1] - times[0] > 2 * lifetime * 0.8 - 1  # one publication across 3 sessions
+    assert max(gaps) < 0.25 and min(gaps) > 0  # frames kept flowing
+
+
+async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
+                                                                tmp_path: Path) -> None:
+    bus = EventBus()
+    events = Events(bus)
+    peer = FakeNestWebRtc(clip, lifetime=30)
+    async with (httpx.AsyncClient() as http,
+                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
+                _google(peer, lifetime=2.0) as google):
+        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
+        try:
+            await streams.source_for(CAMERA)
+            extended = await events.next("extended")
+            assert "regenerated" not in extended.details
+            assert extended.details["expiresAt"].endswith("Z")
+            await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+            await finished(receiver)  # the publication ended with the demand
+        finally:
+            await streams.close()
+            await peer.close()
+        assert google.count("GenerateWebRtcStream") == 1
+        assert google.count("StopWebRtcStream") == 1
+        assert not [e for e in events.seen if e.event == "failed-extension"]
