@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import logging
 import os
 import socket
+import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .events import isoformat
@@ -18,6 +20,7 @@ from .security import Redactor
 
 REPLAY_SIZE = 100
 QUEUE_SIZE = 10_000
+SLICE_SIZE = 100
 TRACE = 5  # below DEBUG, for the seed's `trace` level
 
 # The seed's level numbers, which clients filter on.
@@ -25,6 +28,28 @@ _SEED_LEVELS = ((logging.CRITICAL, 70), (logging.ERROR, 60), (logging.WARNING, 5
                 (logging.INFO, 40), (logging.DEBUG, 30))
 
 LogSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class _Ring:
+    """The last entries, safe to read from the loop while other threads log.
+
+    Iterating a plain deque while another thread appends raises "deque mutated during
+    iteration"; this iterates over a copy taken under the lock.
+    """
+
+    def __init__(self, size: int, lock: threading.Lock) -> None:
+        self._entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        self._lock = lock
+
+    def append(self, entry: dict[str, Any]) -> None:  # caller holds the lock
+        self._entries.append(entry)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def seed_level(levelno: int) -> int:
@@ -37,8 +62,10 @@ def seed_level(levelno: int) -> int:
 class LogStream(logging.Handler):
     """A logging handler that keeps the last 100 entries and streams new ones to a sink.
 
-    Records can come from any thread; they are queued (bounded, counting what is dropped)
-    and sent from the event loop in batches, so a burst of logs never blocks the loop.
+    Records can come from any thread; they are queued and sent from the event loop in
+    batches, so a burst of logs never blocks the loop. The queue is bounded: when it is
+    full, the newest records are dropped from the live stream (they still enter the replay
+    ring), counted in `dropped` and reported in one warning per batch.
     """
 
     def __init__(self, redact: Redactor, queue_size: int = QUEUE_SIZE) -> None:
@@ -46,10 +73,10 @@ class LogStream(logging.Handler):
         self._redact = redact
         self._hostname = socket.gethostname()
         self._pid = os.getpid()
-        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=REPLAY_SIZE)
+        self._lock = threading.Lock()
+        self.recent = _Ring(REPLAY_SIZE, self._lock)
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._queue_size = queue_size
-        self._lock = threading.Lock()
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped = 0
@@ -77,7 +104,8 @@ class LogStream(logging.Handler):
         if running is loop:
             self._wakeup.set()
         else:
-            loop.call_soon_threadsafe(self._wakeup.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wakeup.set)
 
     def _entry(self, record: logging.LogRecord) -> dict[str, Any]:
         msg = record.getMessage()
@@ -108,8 +136,15 @@ class LogStream(logging.Handler):
                 reported += dropped
                 logging.getLogger(__name__).warning(
                     "%d log records were dropped: subscribers could not keep up", dropped)
-            if batch:
-                await sink(batch)
+            # In slices, yielding between them: one huge batch must not hold the loop.
+            for start in range(0, len(batch), SLICE_SIZE):
+                try:
+                    await sink(batch[start:start + SLICE_SIZE])
+                except Exception as exc:
+                    # Not through logging: that would feed this very loop, failing forever.
+                    print(f"log stream: sending logs failed: {type(exc).__name__}: {exc}",
+                          file=sys.stderr)
+                await asyncio.sleep(0)
 
 
 def _iso_from_millis(millis: int) -> str:
