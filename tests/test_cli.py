@@ -1,0 +1,136 @@
+"""`nestmtx-sidecar serve` as a real process: defaults, generated secrets, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import socketio
+
+from tests.services import free_port, wait_for_port
+
+SERVE = ([shutil.which("nestmtx-sidecar")] if shutil.which("nestmtx-sidecar")
+         else [sys.executable, "-m", "nestmtx_sidecar"])
+GENERATED = re.compile(r"Created user 'admin' with password (\S+) ")
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The environment without any NESTMTX_* setting of the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NESTMTX_")}
+    return {**env, **values}
+
+
+@pytest.mark.parametrize("env,config,key", [
+    ({"NESTMTX_PORT": "http"}, None, "NESTMTX_PORT"),
+    ({"NESTMTX_DATABASE_URL": "mysql://db/x"}, None, "NESTMTX_DATABASE_URL"),
+    ({"NESTMTX_APP_KEY": "short"}, None, "NESTMTX_APP_KEY"),
+    ({}, "token_ttl: 5\n", "NESTMTX_TOKEN_TTL"),
+    ({}, "log_level: [info]\n", "NESTMTX_LOG_LEVEL"),
+    ({}, "portt: 2000\n", "unknown setting 'portt'"),
+])
+def test_bad_config_stops_serve_with_one_line(tmp_path: Path, env: dict[str, str],
+                                              config: str | None, key: str) -> None:
+    args = [*SERVE, "serve"]
+    if config is not None:
+        (tmp_path / "sidecar.yaml").write_text(config)
+        args += ["--config", str(tmp_path / "sidecar.yaml")]
+    done = subprocess.run(args, env=clean_env(**env), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("nestmtx-sidecar: configuration error: ") and key in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+def test_unusable_data_dir_stops_serve_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data dir should be")
+    done = subprocess.run([*SERVE, "serve"], env=clean_env(NESTMTX_PORT=str(free_port())),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "NESTMTX_DATA_DIR" in done.stderr
+
+
+@contextlib.asynccontextmanager
+async def serving(cwd: Path, env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
+    """`nestmtx-sidecar serve` in cwd, output to log_path; yields its URL once it listens."""
+    port = int(env["NESTMTX_PORT"])
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(*SERVE, "serve", env=env, cwd=cwd,
+                                                    stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30.0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+
+
+async def login(url: str, password: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url) as http:
+        return await http.post("/api/auth", json={"username": "admin", "password": password})
+
+
+async def test_first_start_on_defaults_generates_secrets_and_a_password_shown_once(
+        tmp_path: Path) -> None:
+    env = clean_env(NESTMTX_PORT=str(free_port()), NESTMTX_LOG_LEVEL="debug")
+    first_log = tmp_path / "first.log"
+    async with serving(tmp_path, env, first_log) as url:
+        password = _generated_password(first_log)
+        response = await login(url, password)
+        assert response.status_code == 201
+        logs = await _replayed_logs(url, response.json()["bearer"])
+        assert logs and all(password not in entry["msg"] for entry in logs)
+    data = tmp_path / "data"
+    assert sorted(p.name for p in data.iterdir() if not p.name.startswith("sidecar.db")) == [
+        "app_key", "hook_secret"]
+    assert (data / "sidecar.db").is_file()
+    for name in ("app_key", "hook_secret"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
+    assert first_log.read_text().count(password) == 1
+
+    # A second start keeps the user, its password and the secrets; nothing is printed again.
+    app_key = (data / "app_key").read_text()
+    second_log = tmp_path / "second.log"
+    async with serving(tmp_path, env, second_log) as url:
+        assert (await login(url, password)).status_code == 201
+    assert "Created user" not in second_log.read_text()
+    assert (data / "app_key").read_text() == app_key
+
+
+def _generated_password(log: Path) -> str:
+    """Printed during start-up, before uvicorn opens its port."""
+    match = GENERATED.search(log.read_text())
+    assert match, log.read_text()
+    return match.group(1)
+
+
+async def _replayed_logs(url: str, token: str) -> list[dict]:
+    """The last log entries a new socket gets on connect (everything since start-up)."""
+    client = socketio.AsyncClient(reconnection=False)
+    entries: list[dict] = []
+    ready = asyncio.Event()
+
+    def on_log(entry: dict) -> None:
+        entries.append(entry)
+        if "ready" in entry["msg"]:
+            ready.set()
+
+    client.on("log", on_log)
+    await client.connect(url, auth={"token": token}, transports=["websocket"])
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+    finally:
+        await client.disconnect()
+    return entries
