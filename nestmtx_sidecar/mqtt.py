@@ -153,6 +153,7 @@ class MqttBridge:
         self.base = settings.mqtt_base
         self.status_topic = f"{self.base}/status"
         self.dropped = 0  # events lost at the buffer bound since start
+        self.connected = asyncio.Event()  # set while connected with every subscription in place
         self._auth = auth
         self._cameras = cameras
         self._credentials = credentials
@@ -275,12 +276,14 @@ class MqttBridge:
             await client.subscribe(f"{self.discovery.prefix}/{component}/+/config", qos=1)
         await client.subscribe(f"{self.base}/state/+/+", qos=1)
         await client.subscribe(self.status_topic, qos=1)
+        self.connected.set()
         tasks = {asyncio.create_task(self._flush(client)),
                  asyncio.create_task(self._receive(client)),
                  asyncio.create_task(self._stopping.wait())}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.connected.clear()
             pending = tasks | self._requests
             for task in pending:
                 task.cancel()

@@ -154,6 +154,9 @@ def state_is(**expected: Any) -> Callable[[aiomqtt.Message], bool]:
 @pytest.fixture
 async def mqtt_server(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[RunningSidecar]:
     async with serve_in_loop(make_settings(tmp_path, mqtt_url=broker.url)) as running:
+        assert running.sidecar.mqtt is not None
+        # Connected and subscribed: a request published from now on is heard.
+        await asyncio.wait_for(running.sidecar.mqtt.connected.wait(), TIMEOUT)
         yield running
 
 
@@ -497,13 +500,18 @@ async def test_a_replica_leaving_does_not_leave_the_others_marked_offline(
         mqtt_server: RunningSidecar, broker: Mosquitto, tmp_path: Path) -> None:
     sidecar = mqtt_server.sidecar
     async with Watcher(broker, "nestmtx/status") as watcher:
-        await watcher.expect("nestmtx/status", lambda m: m.retain and m.payload == b"online")
+
+        def newer_than(count: int) -> Callable[[aiomqtt.Message], bool]:
+            return lambda m: watcher.messages.index(m) >= count
+
+        await watcher.expect("nestmtx/status", lambda m: m.payload == b"online")  # this one
         other = MqttBridge(make_settings(tmp_path, mqtt_url=broker.url), sidecar.dispatcher,
                            sidecar.auth, sidecar.cameras, sidecar.credentials, sidecar.redactor)
+        seen = len(watcher.messages)
         other.start()
-        await watcher.expect("nestmtx/status", lambda m: not m.retain)  # the other is up
+        await watcher.expect("nestmtx/status", newer_than(seen))  # the other one is up
         seen = len(watcher.messages)
         await other.stop()
-        after = lambda m: watcher.messages.index(m) >= seen  # noqa: E731
-        await watcher.expect("nestmtx/status", lambda m: after(m) and m.payload == b"online")
+        await watcher.expect("nestmtx/status",
+                             lambda m: newer_than(seen)(m) and m.payload == b"online")
         assert [m.payload for m in watcher.messages[seen:]] == [b"offline", b"online"]
