@@ -42,7 +42,8 @@ async def tail(url: str, token: str, out: TextIO = sys.stdout, err: TextIO = sys
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = socketio.AsyncClient(reconnection=True)
+    # Our own SIGINT handling: python-socketio's would cancel every task, us included.
+    client = socketio.AsyncClient(reconnection=True, handle_sigint=False)
 
     def show(line: str) -> None:
         print(line, file=out, flush=True)

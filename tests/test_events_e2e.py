@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -153,3 +156,47 @@ async def test_500_concurrent_hook_calls_arrive_exactly_once_at_every_subscriber
     await py.client.disconnect()
     # Nothing more arrived (no duplicates) by the time the JS client is closed.
     assert [line for line in await js.close() if line.get("topic") not in (None, "log")] == []
+
+
+async def test_events_command_tails_events_and_logs_and_stops_on_ctrl_c(
+        server: RunningSidecar) -> None:
+    token = await server.login()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nestmtx_sidecar", "events", "--url", server.url, "--token", token,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        connected = await asyncio.wait_for(proc.stderr.readline(), 20)
+        assert connected.decode().strip() == f"connected to {server.url}"
+        logging.getLogger("nestmtx_sidecar.testing").warning("tail me")
+        reply = await asyncio.to_thread(
+            httpx.post, f"{server.url}/hooks/read",
+            json={"MTX_PATH": "p\x1b[2Jx", "MTX_QUERY": "a=1\nb=2", "MTX_READER_ID": "r1"},
+            headers={"Authorization": f"Bearer {server.hook_secret}"})
+        assert reply.status_code == 202
+        lines: list[str] = []
+        while not any(" camera:read " in line for line in lines):
+            lines.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+        event_line = next(line for line in lines if " camera:read " in line)
+        # One line per event, control characters shown, not obeyed by the terminal.
+        assert event_line.endswith(" camera:read entity=null {\"enabled\": false, "
+                                   "\"name\": null, \"path\": \"p\\u001b[2Jx\", \"query\": "
+                                   "\"a=1\\nb=2\", \"readerId\": \"r1\", \"readerType\": \"\"}\n")
+        assert any(line.split()[1:] == ["WARN", "testing:", "tail", "me"] for line in lines)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert await proc.stderr.read() == b""  # no traceback on Ctrl-C
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_events_command_with_a_bad_token_exits_1_with_one_line(
+        server: RunningSidecar) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nestmtx_sidecar", "events", "--url", server.url, "--token", "bad",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1 and stdout == b""
+    assert len(stderr.decode().splitlines()) == 1 and "cannot connect" in stderr.decode()
