@@ -152,10 +152,11 @@ class StreamSupervisor:
         """Extend before each expiry; when that fails for good, regenerate while demand lasts."""
         while session.wanted:
             await asyncio.sleep(max(0.0, session.seconds_left() - session.margin))
+            generation = session.generation
             if await self._extend(session):
                 continue
             async with session.lock:
-                if session.alive() or not session.wanted:
+                if session.generation != generation or not session.wanted:
                     continue  # a demand regenerated it meanwhile, or it is being stopped
                 try:
                     await self._generate(session)

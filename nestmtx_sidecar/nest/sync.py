@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -44,7 +45,9 @@ class DeviceSync:
         self._keeper = keeper
         self._cameras = cameras
         self._interval = interval
-        self._running: dict[int, asyncio.Task[None]] = {}
+        self._running: dict[int, asyncio.Task[Any]] = {}
+        self._locks: collections.defaultdict[int, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock)
 
     async def on_event(self, event: Event) -> None:
         """Bus subscriber: a newly authenticated credential gets its cameras at once."""
@@ -53,7 +56,7 @@ class DeviceSync:
 
     def spawn(self, credential_id: int) -> None:
         if credential_id not in self._running:
-            task = asyncio.create_task(self.sync(credential_id))
+            task: asyncio.Task[Any] = asyncio.create_task(self.sync(credential_id))
             self._running[credential_id] = task
             task.add_done_callback(lambda _: self._running.pop(credential_id, None))
 
@@ -68,6 +71,10 @@ class DeviceSync:
 
     async def sync(self, credential_id: int) -> int:
         """Upsert the credential's cameras; returns how many devices Google listed (-1: failed)."""
+        async with self._locks[credential_id]:  # the periodic and the post-auth run may meet
+            return await self._sync(credential_id)
+
+    async def _sync(self, credential_id: int) -> int:
         async with self._store.begin() as conn:
             project = (await conn.execute(sa.select(credentials.c.dac_project_id).where(
                 credentials.c.id == credential_id))).scalar_one_or_none()
