@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nestmtx_sidecar.events import Event, EventBus
+from nestmtx_sidecar.mediamtx_config import persistent_path, render
 from nestmtx_sidecar.modules.cameras import CameraRef
 from tests.conftest import RunningSidecar
-from tests.mediamtx import MediaMTX, add_camera, busybox_path, curl_path, expand, hook_settings
-from tests.services import free_port, wait_until
+from tests.mediamtx import (
+    HOOK_SCRIPT,
+    MediaMTX,
+    add_camera,
+    busybox_path,
+    curl_path,
+    expand,
+    hook_settings,
+)
+from tests.services import ROOT, free_port, wait_until
 
 VALUES = {
     "demand": {"MTX_QUERY": "a=1&b=2"},
@@ -206,3 +219,52 @@ def test_harness_expands_like_go_os_expand() -> None:
     assert expand("${A}b $Ab $1 $$ a$ ${} ${A", lookup) == "xb    a$  A"
     assert expand("$-x $", lookup) == "x $"
 
+
+
+async def test_mediamtx_config_wires_every_hook_and_persistent_cameras(
+        server: RunningSidecar) -> None:
+    store = server.sidecar.store
+    await add_camera(store, "always", persistent=True)
+    await add_camera(store, "yard/cam", persistent=True)
+    await add_camera(store, "disabled", persistent=True, enabled=False)
+    await add_camera(store, "on-demand")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nestmtx_sidecar", "mediamtx-config", "--hook", "/opt/my hooks/h",
+        env={**os.environ, "NESTMTX_DATA_DIR": str(server.settings.data_dir)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr
+    config = yaml.safe_load(stdout)
+    hook = "'/opt/my hooks/h'"  # quoted: MediaMTX splits the command like a shell
+    assert config["pathDefaults"] == {
+        "runOnDemand": f"{hook} demand", "runOnDemandStartTimeout": "30s",
+        "runOnDemandCloseAfter": "10s", "runOnUnDemand": f"{hook} unDemand",
+        "runOnReady": f"{hook} ready", "runOnNotReady": f"{hook} notReady",
+        "runOnRead": f"{hook} read", "runOnUnread": f"{hook} unread"}
+    persistent = {"runOnInit": f"{hook} demand", "runOnInitRestart": True, "runOnDemand": ""}
+    assert config["paths"] == {"always": persistent, "yard/cam": persistent, "all_others": {}}
+    assert shlex.split(config["paths"]["always"]["runOnInit"]) == ["/opt/my hooks/h", "demand"]
+
+
+def test_shipped_mediamtx_yml_is_the_generated_static_part() -> None:
+    shipped = (ROOT / "config" / "mediamtx.yml").read_text()
+    assert shipped == render([])
+    assert yaml.safe_load(shipped)["pathDefaults"]["runOnDemandStartTimeout"] == "30s"
+
+
+async def test_persistent_path_runs_the_demand_hook_from_run_on_init(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event]) -> None:
+    camera = await add_camera(server.sidecar.store, "always", persistent=True)
+    server.sidecar.receiver.streams = WaitSource()
+    mtx = MediaMTX(persistent_path(str(HOOK_SCRIPT)),
+                   {"PATH": tools, "NESTMTX_URL": server.url,
+                    "NESTMTX_HOOK_SECRET": server.hook_secret})
+    process = await mtx.start("init", "always")
+    try:
+        event = await asyncio.wait_for(events.get(), 10)
+        assert (event.event, event.entity, event.details["query"]) == ("demand", camera, "")
+        await wait_until(lambda: "sleep" in process.group_commands(), timeout=10)
+        result = await process.stop(within=5)
+    finally:
+        process.kill_leftovers()
+    assert (result.returncode, result.left_running) == (0, False)
