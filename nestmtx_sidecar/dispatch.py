@@ -76,8 +76,9 @@ def parse_request(raw: Any, allowed_fields: frozenset[str] = frozenset(_FIELDS))
             "reserved event name", [field_error("requestId", "invalid")]), None)
     errors = [field_error(str(key), "unknown field") for key in raw if key not in allowed_fields]
     command, module = raw.get("command"), raw.get("module")
-    if command not in COMMANDS:
+    if not isinstance(command, str) or command not in COMMANDS:
         errors.append(field_error("command", f"must be one of {', '.join(COMMANDS)}"))
+        command = None  # unhashable junk must not reach the set lookups below
     if not isinstance(module, str) or not module:
         errors.append(field_error("module", "must be a non-empty string"))
     entity = raw.get("entity")
