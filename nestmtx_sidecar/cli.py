@@ -31,6 +31,8 @@ def configure_logging(settings: Settings, redactor: Redactor, stream: LogStream)
     root.setLevel(settings.python_log_level)
     # Per-request access lines would flood the log stream; errors still come through.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # aiosqlite's debug lines carry SQL parameters: password hashes and encrypted secrets.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def serve(settings: Settings) -> None:

@@ -89,7 +89,7 @@ _PATTERNS = [
     re.compile(r"\bGOCSPX-[A-Za-z0-9_-]+"),
     re.compile(
         r"(?i)(\b(?:access_token|refresh_token|client_secret|oauth_client_secret|password"
-        r"|stream_token|streamToken|streamExtensionToken|token|code)\b[\"']?\s*[:=]\s*[\"']?)"
+        r"|stream_token|streamToken|streamExtensionToken|token|bearer|code)\b[\"']?\s*[:=]\s*[\"']?)"
         r"[^\s\"'&,}]+"
     ),
 ]
