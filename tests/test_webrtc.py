@@ -280,7 +280,13 @@ async def test_unreachable_target_fails_start(clip: Clip) -> None:
 
 
 def _resources() -> tuple[int, int, int]:
-    return (len(asyncio.all_tasks()), threading.active_count(), len(os.listdir("/proc/self/fd")))
+    """Tasks, threads and file descriptors (sockets included) of this process.
+
+    asyncio's default executor threads are left out: a bounded pool that name lookups may
+    grow under load, not something a session owns.
+    """
+    threads = [t for t in threading.enumerate() if not t.name.startswith("asyncio_")]
+    return len(asyncio.all_tasks()), len(threads), len(os.listdir("/proc/self/fd"))
 
 
 async def test_start_stop_cycles_leak_nothing(clip: Clip, tmp_path: Path) -> None:
@@ -304,6 +310,11 @@ async def test_start_stop_cycles_leak_nothing(clip: Clip, tmp_path: Path) -> Non
         await cycle()
     # The measure sees a live session's tasks, threads and sockets...
     assert all(r[0] > before[0] and r[1] > before[1] and r[2] > before[2] for r in running)
-    # ...and none of them is left after stop.
-    await wait_until(lambda: _resources() <= before, timeout=5)
-    assert _resources() == before
+    # ...and none of them is left after stop: nothing grew over 20 cycles (a thread of the
+    # warm-up may still be ending when the baseline is taken, so "not more", not "equal").
+    def settled() -> bool:
+        return all(now <= then for now, then in zip(_resources(), before, strict=True))
+
+    with contextlib.suppress(TimeoutError):
+        await wait_until(settled, timeout=5)
+    assert settled(), (_resources(), before)
