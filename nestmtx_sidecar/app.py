@@ -42,6 +42,8 @@ from .store import Store, users
 
 logger = logging.getLogger(__name__)
 
+TASK_STOP_SECONDS = 1.0
+
 
 class Sidecar:
     """Every long-lived part of the service, wired together once."""
@@ -104,7 +106,12 @@ class Sidecar:
             await self.mqtt.stop()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: redis-py can swallow a cancel that lands mid-command, and the process
+            # must still exit within its 10 s.
+            _, stuck = await asyncio.wait(self._tasks, timeout=TASK_STOP_SECONDS)
+            for task in stuck:
+                logger.warning("background task %s did not stop in time", task.get_coro())
         self._tasks.clear()
         await self.nest.stop()
         await self.store.close()

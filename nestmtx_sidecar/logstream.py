@@ -145,6 +145,9 @@ class LogStream(logging.Handler):
                     print(f"log stream: sending logs failed: {type(exc).__name__}: {exc}",
                           file=sys.stderr)
                 await asyncio.sleep(0)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # the sink (redis-py) swallowed our cancellation
 
 
 def _iso_from_millis(millis: int) -> str:
