@@ -26,6 +26,7 @@ from .events import EventBus
 from .fanout import FastManager, fast_manager_class
 from .gateway import Gateway
 from .http_api import HttpApi, http_error, server_error
+from .lease import make_lease
 from .logstream import LogStream
 from .metrics import Metrics, count_event
 from .modules.auth import Auth
@@ -74,7 +75,7 @@ class Sidecar:
                    if settings.redis_url else FastManager())
         self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager)
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
-                         self.credentials)
+                         self.credentials, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
                                      streams=self.nest.streams)
         self.bus.subscribe(self.gateway.publish)
@@ -86,6 +87,9 @@ class Sidecar:
         self.metrics = Metrics()
         self.metrics.gauge("nestmtx_connected_sockets", "Socket.IO clients on this replica",
                            lambda: self.gateway.connected)
+        self.metrics.gauge("nestmtx_stream_sessions", "Nest stream sessions this replica "
+                           "keeps alive", lambda: self.nest.streams.live)
+        self.metrics.lease("nest", lambda: self.nest.lease.held)
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:

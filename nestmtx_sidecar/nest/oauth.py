@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..events import Event, EventBus
+from ..metrics import TOKEN_REFRESHES
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, credentials, utcnow
 
@@ -133,6 +134,8 @@ class TokenKeeper:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self._accounts: dict[int, _Account] = {}
+        # False on replicas not holding the Nest lease: they use the tokens the holder stores.
+        self.active = True
         self._http = httpx.Client(timeout=30.0)
         self._request = HttpxRequest(self._http)
 
@@ -162,6 +165,9 @@ class TokenKeeper:
 
     async def access_token(self, credential_id: int) -> str:
         account = self._accounts.get(credential_id)
+        if not self.active and (account is None or account.seconds_left() <= 0):
+            await self.load(credential_id)  # the lease holder refreshed it into the store
+            account = self._accounts.get(credential_id)
         if account is None or account.seconds_left() <= 0:
             raise NotAuthenticated(f"credential {credential_id} is not authenticated with Google")
         assert account.google.token is not None
@@ -198,9 +204,30 @@ class TokenKeeper:
             authenticated_before=row.authenticated_at is not None,
         )
         self._accounts[credential_id] = account
-        if row.auth_error == INVALID_GRANT_MESSAGE:
-            return  # refreshing again is pointless until the user re-authorizes
+        if row.auth_error == INVALID_GRANT_MESSAGE or not self.active:
+            return  # pointless until the user re-authorizes / the lease holder refreshes
         account.task = asyncio.create_task(self._keep_fresh(account))
+
+    async def pause(self) -> None:
+        """The lease moved away: stop refreshing, keep the tokens for SDM calls."""
+        self.active = False
+        tasks = [a.task for a in self._accounts.values() if a.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for account in self._accounts.values():
+            account.task = None
+
+    async def adopt(self) -> None:
+        """Lease holder: refresh credentials other replicas added, forget ones they deleted."""
+        async with self._store.begin() as conn:
+            ids = set((await conn.execute(
+                sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
+            )).scalars().all())
+        for credential_id in set(self._accounts) - ids:
+            await self.forget(credential_id)
+        for credential_id in ids - set(self._accounts):
+            await self.load(credential_id)
 
     async def _keep_fresh(self, account: _Account) -> None:
         while True:
@@ -240,6 +267,7 @@ class TokenKeeper:
         error = state.outcome.exception() if state.outcome else None
         logger.warning("refreshing credential %d (%s) failed, attempt %d: %s; retrying",
                        account.id, account.description, state.attempt_number, error)
+        TOKEN_REFRESHES.labels("failed").inc()
         if account.seconds_left() > 0 or account.unreachable_reported:
             return
         account.unreachable_reported = True
@@ -255,6 +283,7 @@ class TokenKeeper:
         first = not account.authenticated_before
         account.authenticated_before = True
         account.unreachable_reported = False
+        TOKEN_REFRESHES.labels("ok").inc()
         await self._save(
             account.id, access_token=self._box.encrypt(google.token),
             refresh_token=self._box.encrypt(google.refresh_token), token_expiry=account.expiry,
@@ -272,6 +301,7 @@ class TokenKeeper:
             message = INVALID_GRANT_MESSAGE
         else:
             message = f"Google refused to refresh the token: {self._redactor(str(exc.args[0]))}"
+        TOKEN_REFRESHES.labels("refused").inc()
         logger.error("credential %d (%s): %s", account.id, account.description, message)
         await self._save(account.id, access_token=None, token_expiry=None, auth_error=message)
         account.google.token = None

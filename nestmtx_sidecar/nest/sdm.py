@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from ..metrics import SDM_CALLS
 from .oauth import NotAuthenticated
 from .quota import QuotaExhausted, QuotaLimiter
 
@@ -158,7 +159,9 @@ class SdmClient:
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=max(0.1, deadline - time.monotonic()))
         except httpx.HTTPError as exc:
+            SDM_CALLS.labels(short, "error").inc()
             raise SdmUnavailable(f"SDM API unreachable ({type(exc).__name__})") from None
+        SDM_CALLS.labels(short, str(response.status_code)).inc()
         if response.status_code == 200:
             backoff.delay = 0.0
             try:

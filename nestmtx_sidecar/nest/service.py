@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..events import EventBus
+from ..lease import Lease, LocalLease
 from ..modules.cameras import Cameras
 from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
@@ -20,12 +22,25 @@ from .streams import StreamSupervisor
 from .sync import DeviceSync
 from .webrtc_streams import WebRtcStreams
 
+logger = logging.getLogger(__name__)
+
+
+# How often the lease holder looks for streams and credentials other replicas added or removed.
+ADOPT_SECONDS = 2.0
+# Shutdown: how long StopRtspStream calls may take, inside the process's 10 s.
+SHUTDOWN_STOP_SECONDS = 3.0
+
 
 class Nest:
-    """Builds the parts from settings and wires them to the bus and the modules' listeners."""
+    """Builds the parts from settings and wires them to the bus and the modules' listeners.
+
+    Token refresh, device sync and stream extension are singletons: they run on the one
+    replica holding `lease` (always this one on SQLite).
+    """
 
     def __init__(self, settings: Settings, store: Store, box: SecretBox, redactor: Redactor,
-                 bus: EventBus, cameras: Cameras, credentials: Credentials) -> None:
+                 bus: EventBus, cameras: Cameras, credentials: Credentials,
+                 lease: Lease | None = None) -> None:
         self.http = httpx.AsyncClient(timeout=30.0)
         self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri)
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
@@ -43,6 +58,8 @@ class Nest:
         cameras.on_change(self.webrtc.on_camera_change)
         credentials.on_change(self._credentials_changed)
         self._tasks: list[asyncio.Task[Any]] = []
+        self.lease = lease or LocalLease("nest")
+        self.tokens.active = self.streams.active = False  # until this replica holds the lease
 
     async def _credentials_changed(self, credential_id: int, change: str) -> None:
         if change == "deleted":
@@ -51,15 +68,37 @@ class Nest:
         await self.tokens.on_credentials_change(credential_id, change)
 
     async def start(self) -> None:
-        await self.tokens.start()
-        await self.streams.resume()
-        self._tasks.append(asyncio.create_task(self.sync.run_periodically()))
+        self._tasks.append(asyncio.create_task(self.lease.run_while_held(self._lead)))
+
+    async def _lead(self) -> None:
+        """The singletons, while this replica holds the lease; handed over when it ends."""
+        self.tokens.active = self.streams.active = True
+        try:
+            await self.tokens.start()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.sync.run_periodically())
+                group.create_task(self._adopt_periodically())
+        finally:
+            self.streams.active = False
+            await self.streams.close()  # stop extending; the sessions stay in the store
+            await self.tokens.pause()
+
+    async def _adopt_periodically(self) -> None:
+        while True:
+            await self.streams.resume()
+            await self.tokens.adopt()
+            await asyncio.sleep(ADOPT_SECONDS)
 
     async def stop(self) -> None:
+        """Shutdown: end this replica's Nest streams with Google, then hand the lease over."""
+        try:
+            await asyncio.wait_for(self.streams.stop_all("shutting down"), SHUTDOWN_STOP_SECONDS)
+        except TimeoutError:
+            logger.warning("stopping Nest streams took longer than %.0f s; left to expire",
+                           SHUTDOWN_STOP_SECONDS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.streams.close()
         await self.webrtc.close()  # before the tokens: StopWebRtcStream needs one
         await self.tokens.stop()
         await self.http.aclose()

@@ -79,6 +79,9 @@ class StreamSupervisor:
         self._start_timeout = start_timeout
         self._webrtc = webrtc  # WebRTC-only cameras: the sidecar publishes them itself
         self._sessions: dict[int, _Session] = {}
+        # Only the replica holding the Nest lease extends; the others start and stop streams
+        # from the session state in the store.
+        self.active = True
 
     async def source_for(self, camera: CameraRef) -> str:
         if "RTSP" not in camera.protocols:
@@ -88,13 +91,15 @@ class StreamSupervisor:
         session = self._sessions.setdefault(camera.id, _Session(camera))
         session.camera, session.wanted = camera, True
         async with session.lock:
+            if not self.active:
+                await self._load(session)  # the lease holder may have extended or ended it
             if not session.alive():
                 try:
                     await self._generate(session)
                 except SdmError as exc:
                     raise Unavailable(f"Google could not start the stream of camera "
                                       f"{camera.name!r}: {exc.message}") from None
-        if session.task is None or session.task.done():
+        if self.active and (session.task is None or session.task.done()):
             session.task = asyncio.create_task(self._keep_alive(session))
         assert session.url is not None
         return f"rtsp {session.url}"
@@ -215,8 +220,13 @@ class StreamSupervisor:
     async def stop_stream(self, camera_id: int, why: str) -> None:
         """End a camera's session: cancel its timers and tell Google (StopRtspStream) once."""
         session = self._sessions.pop(camera_id, None)
-        if session is None:
-            return
+        if session is None or not self.active:
+            # Started or extended by another replica, maybe: the store has its live token.
+            session = session or await self._stored(camera_id)
+            if session is not None:
+                await self._load(session)
+            if session is None or session.url is None:
+                return
         session.wanted = False
         if session.task is not None and session.task is not asyncio.current_task():
             session.task.cancel()
@@ -254,24 +264,27 @@ class StreamSupervisor:
                 await self.stop_stream(camera_id, "credential deleted")
 
     async def resume(self) -> None:
-        """After a restart, keep extending streams that are still alive; forget dead ones.
+        """Keep extending stored streams that are still alive and not extended here yet (after
+        a restart, on taking the Nest lease, or started by another replica); forget dead ones;
+        drop the ones another replica stopped.
 
         Demand is assumed to continue: an unDemand spooled while the sidecar was down is
         replayed after this and stops the stream.
         """
         async with self._store.begin() as conn:
             rows = (await conn.execute(sa.select(stream_sessions))).all()
+        stored = {row.camera_id for row in rows}
+        for camera_id, session in list(self._sessions.items()):
+            if camera_id not in stored and session.task is not None:
+                self._sessions.pop(camera_id)
+                session.task.cancel()
         for row in rows:
+            if row.camera_id in self._sessions:
+                continue
             camera = await self._cameras.get_ref(row.camera_id)
             session = _Session(camera) if camera and camera.enabled else None
             if session is not None:
-                session.url = self._box.decrypt(row.source_url)
-                session.extension_token = self._box.decrypt(row.extension_token)
-                session.expires_at = as_utc(row.expires_at)
-                session.generation = row.generation
-                session.lifetime = max(1.0, (session.expires_at - as_utc(row.updated_at)
-                                             ).total_seconds()) if session.expires_at else 300.0
-                self._redactor.add(session.url, session.extension_token)
+                self._restore(session, row)
             if session is None or not session.alive():
                 async with self._store.begin() as conn:
                     await conn.execute(stream_sessions.delete().where(
@@ -282,8 +295,42 @@ class StreamSupervisor:
             logger.info("camera %d (%s): resumed stream %d", camera.id, camera.name,
                         session.generation)
 
+    def _restore(self, session: _Session, row: Any) -> None:
+        """Take a stored session's state (decrypted) into memory."""
+        session.url = self._box.decrypt(row.source_url)
+        session.extension_token = self._box.decrypt(row.extension_token)
+        session.expires_at = as_utc(row.expires_at)
+        session.generation = row.generation
+        session.lifetime = max(1.0, (session.expires_at - as_utc(row.updated_at)
+                                     ).total_seconds()) if session.expires_at else 300.0
+        self._redactor.add(session.url, session.extension_token)
+
+    async def _load(self, session: _Session) -> None:
+        """Refresh a session from the store; no stored row means no stream."""
+        async with self._store.begin() as conn:
+            row = (await conn.execute(sa.select(stream_sessions).where(
+                stream_sessions.c.camera_id == session.camera.id))).first()
+        if row is None:
+            session.url = session.extension_token = session.expires_at = None
+        else:
+            self._restore(session, row)
+
+    async def _stored(self, camera_id: int) -> _Session | None:
+        camera = await self._cameras.get_ref(camera_id)
+        return _Session(camera) if camera is not None else None
+
+    @property
+    def live(self) -> int:
+        """Sessions this replica keeps alive: on the lease holder, every replica's."""
+        return sum(1 for s in self._sessions.values() if s.task is not None and s.alive())
+
+    async def stop_all(self, why: str) -> None:
+        """Shutdown: end every stream this replica runs (StopRtspStream each), concurrently."""
+        await asyncio.gather(*(self.stop_stream(camera_id, why)
+                               for camera_id in list(self._sessions)))
+
     async def close(self) -> None:
-        """Shutdown: cancel timers, keep sessions stored so a restart resumes them."""
+        """Hand-over: cancel timers, keep sessions stored for the next lease holder."""
         tasks = [s.task for s in self._sessions.values() if s.task]
         for task in tasks:
             task.cancel()
