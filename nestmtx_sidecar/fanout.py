@@ -35,9 +35,9 @@ from socketio import packet as sio_packet
 
 logger = logging.getLogger(__name__)
 
-MAX_QUEUED_PACKETS = 2000
-MAX_WRITE_BUFFER = 8 * 1024 * 1024
-YIELD_EVERY = 500  # recipients between yields to the loop in a large broadcast
+MAX_QUEUED_PACKETS = 1000  # per socket; queued packets are shared, so this bounds references
+MAX_WRITE_BUFFER = 8 * 1024 * 1024  # per connection: corked plus unsent bytes
+YIELD_EVERY = 500  # corked frames between yields, so a burst lets the loop flush and breathe
 
 try:  # the one uvicorn protocol whose transport we know how to write frames to
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -93,24 +93,32 @@ class _Cork:
 
     def __init__(self) -> None:
         self._pending: dict[Any, list[bytes]] = {}
+        self._pending_bytes: dict[Any, int] = {}
         self._scheduled = False
+        self.frames = 0  # corked since the last flush
+
+    def buffered(self, transport: Any) -> int:
+        """Bytes bound for this connection that it has not taken yet."""
+        return transport.get_write_buffer_size() + self._pending_bytes.get(transport, 0)
 
     def write(self, transport: Any, frame: bytes) -> None:
         chunks = self._pending.get(transport)
         if chunks is None:
             self._pending[transport] = [frame]
+            self._pending_bytes[transport] = len(frame)
         else:
             chunks.append(frame)
+            self._pending_bytes[transport] += len(frame)
+        self.frames += 1
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
-    def has_pending(self, transport: Any) -> bool:
-        return transport in self._pending
-
     def flush(self) -> None:
         self._scheduled = False
+        self.frames = 0
         pending, self._pending = self._pending, {}
+        self._pending_bytes.clear()
         for transport, chunks in pending.items():
             if not transport.is_closing():
                 transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
@@ -126,6 +134,8 @@ class FastManager(socketio.AsyncManager):
         self._cork = _Cork()
         self.fast_path = fast_path_supported()
         self.dropped_clients = 0
+        self.direct_writes = 0  # frames corked onto a transport
+        self.queued_writes = 0  # packets put on an engine.io queue
 
     def initialize(self) -> None:
         super().initialize()
@@ -154,7 +164,6 @@ class FastManager(socketio.AsyncManager):
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         frame: bytes | None = None
         sockets = self.server.eio.sockets
-        count = 0
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
@@ -163,18 +172,19 @@ class FastManager(socketio.AsyncManager):
                 continue
             transport = self._direct_transport(socket)
             if transport is not None:
-                if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+                if self._cork.buffered(transport) > MAX_WRITE_BUFFER:
                     self._overflow(sid, namespace, socket)
                     continue
                 if frame is None:
                     frame = text_frame(eio_pkt.encode().encode())
                 self._cork.write(transport, frame)
+                self.direct_writes += 1
             elif socket.queue.qsize() >= MAX_QUEUED_PACKETS:
                 self._overflow(sid, namespace, socket)
             else:
                 socket.queue.put_nowait(eio_pkt)
-            count += 1
-            if count % YIELD_EVERY == 0:
+                self.queued_writes += 1
+            if self._cork.frames >= YIELD_EVERY:
                 await asyncio.sleep(0)
 
     def _direct_transport(self, socket: Any) -> Any:

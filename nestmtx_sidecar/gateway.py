@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
 
 from .dispatch import Dispatcher
-from .errors import Unauthorized
+from .errors import Invalid, Unauthorized
 from .events import Event
 from .modules import Caller
 from .modules.auth import Auth
@@ -19,7 +19,10 @@ from .store import utcnow
 
 logger = logging.getLogger(__name__)
 
-AUTHENTICATED = "authenticated"  # the room every accepted socket joins; all output goes there
+AUTHENTICATED = "authenticated"  # every accepted socket
+EVERYTHING = "everything"  # sockets that never chose topics get every event (NestMTX's way)
+TOPIC_ROOM = "topic:"  # prefix of the room of each topic a socket subscribed to
+MAX_TOPIC_LENGTH = 200
 TOKEN_SWEEP_SECONDS = 10.0
 
 
@@ -56,6 +59,8 @@ class Gateway:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("request", self._on_request)
+        self.sio.on("subscribe", self._on_subscribe)
+        self.sio.on("unsubscribe", self._on_unsubscribe)
         auth.on_revoke(self._drop_tokens)
 
     @property
@@ -66,11 +71,11 @@ class Gateway:
         """Bus subscriber: one event out under its three topics, to authenticated sockets."""
         payload = event.payload()
         for topic in event.topics:
-            await self.sio.emit(topic, payload, room=AUTHENTICATED)
+            await self.sio.emit(topic, payload, to=[EVERYTHING, TOPIC_ROOM + topic])
 
     async def send_logs(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
-            await self.sio.emit("log", entry, room=AUTHENTICATED)
+            await self.sio.emit("log", entry, to=[EVERYTHING, TOPIC_ROOM + "log"])
 
     async def sweep_tokens(self) -> None:
         """Drop sockets whose token was revoked elsewhere (another replica, the CLI)."""
@@ -88,6 +93,7 @@ class Gateway:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         self._callers[sid] = caller
         await self.sio.enter_room(sid, AUTHENTICATED)
+        await self.sio.enter_room(sid, EVERYTHING)
         delay = (caller.expires_at - utcnow()).total_seconds()
         loop = asyncio.get_running_loop()
         self._expiry_timers[sid] = loop.call_later(max(delay, 0), self._disconnect, sid)
@@ -121,6 +127,31 @@ class Gateway:
                     self._background(self.sio.disconnect(sid))
         return reply  # python-socketio answers the acknowledgement callback, if any, with it
 
+    async def _on_subscribe(self, sid: str, topics: Any = None) -> dict[str, Any]:
+        """Opt in to chosen topics (event names such as `camera:ready`, `camera:*`, `log`).
+
+        The first subscribe takes the socket off the everything-feed; the reply (ack) lists
+        the topics the socket now receives.
+        """
+        return await self._change_topics(sid, topics, self.sio.enter_room)
+
+    async def _on_unsubscribe(self, sid: str, topics: Any = None) -> dict[str, Any]:
+        return await self._change_topics(sid, topics, self.sio.leave_room)
+
+    async def _change_topics(self, sid: str, topics: Any,
+                             change: Callable[[str, str], Awaitable[None]]) -> dict[str, Any]:
+        names = _topic_list(topics)
+        if isinstance(names, dict):
+            return names
+        await self.sio.leave_room(sid, EVERYTHING)
+        for name in names:
+            await change(sid, TOPIC_ROOM + name)
+        return {"topics": self._topics(sid)}
+
+    def _topics(self, sid: str) -> list[str]:
+        return sorted(room.removeprefix(TOPIC_ROOM) for room in self.sio.rooms(sid)
+                      if room.startswith(TOPIC_ROOM))
+
     def _drop_tokens(self, token_ids: list[int]) -> None:
         dropped = set(token_ids)
         for sid, caller in list(self._callers.items()):
@@ -140,3 +171,15 @@ class Gateway:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _topic_list(topics: Any) -> list[str] | dict[str, Any]:
+    """A topic or a list of topics, else the error reply saying what is wrong."""
+    if isinstance(topics, str):
+        topics = [topics]
+    if not isinstance(topics, list) or not topics or not all(
+            isinstance(t, str) and 0 < len(t) <= MAX_TOPIC_LENGTH for t in topics):
+        return Invalid(
+            f"topics must be a topic name or a non-empty list of names of at most "
+            f"{MAX_TOPIC_LENGTH} characters").to_dict()
+    return topics

@@ -1,0 +1,137 @@
+"""Fan-out: the fast path and the stock fallback deliver every event once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import engineio.payload
+import pytest
+import socketio
+import websockets
+
+from nestmtx_sidecar.events import Event
+from nestmtx_sidecar.fanout import FastManager, text_frame
+from tests.conftest import RunningSidecar, make_settings, serve_in_loop
+
+
+class Subscriber:
+    """A python-socketio client recording every event it receives, in order."""
+
+    def __init__(self, topics: tuple[str, ...] = ("camera:ready", "camera:*", "nestmtx:*")
+                 ) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.received: list[tuple[str, object]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        for topic in topics:
+            self.client.on(topic, self._recorder(topic))
+
+    def _recorder(self, topic: str):  # type: ignore[no-untyped-def]
+        async def record(data: object) -> None:
+            self.received.append((topic, data))
+            for count, waiter in self._waiters:
+                if len(self.received) >= count and not waiter.done():
+                    waiter.set_result(None)
+        return record
+
+    async def wait_for(self, count: int, seconds: float = 20) -> None:
+        if len(self.received) >= count:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, waiter))
+        await asyncio.wait_for(waiter, seconds)
+
+
+async def publish(server: RunningSidecar, count: int, size: int = 0) -> list[Event]:
+    events = [Event("camera", "ready", n, {"path": f"cam{n}", "pad": "x" * size})
+              for n in range(count)]
+    for event in events:
+        await server.sidecar.bus.publish(event)
+    return events
+
+
+def manager(server: RunningSidecar) -> FastManager:
+    result = server.sidecar.gateway.sio.manager
+    assert isinstance(result, FastManager)
+    return result
+
+
+@pytest.fixture(params=["fast", "stock"])
+async def fanout_server(request: pytest.FixtureRequest, tmp_path: Path
+                        ) -> AsyncIterator[RunningSidecar]:
+    async with serve_in_loop(make_settings(tmp_path)) as running:
+        manager(running).fast_path = request.param == "fast"
+        yield running
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_every_subscriber_gets_every_event_once_in_order(
+        fanout_server: RunningSidecar, transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # python-engineio's client refuses polling payloads of more than 16 packets (a DoS
+    # guard); the server batches whatever is queued, so lift the client's limit.
+    monkeypatch.setattr(engineio.payload.Payload, "max_decode_packets", 100_000)
+    token = await fanout_server.login()
+    subscribers = [Subscriber() for _ in range(5)]
+    for sub in subscribers:
+        await sub.client.connect(fanout_server.url, auth={"token": token},
+                                 transports=[transport])
+    events = await publish(fanout_server, 200)
+    expected = [(topic, e.payload()) for e in events for topic in e.topics]
+    for sub in subscribers:
+        await sub.wait_for(len(expected))
+        assert sub.received == expected
+        await sub.client.disconnect()
+    used = manager(fanout_server)
+    if used.fast_path and transport == "websocket":
+        assert used.direct_writes >= len(expected) * len(subscribers) * 0.5
+    if not used.fast_path:
+        assert used.direct_writes == 0
+
+
+async def test_topic_subscription_narrows_what_a_socket_receives(server: RunningSidecar) -> None:
+    token = await server.login()
+    everything, chosen = Subscriber(), Subscriber()
+    for sub in (everything, chosen):
+        await sub.client.connect(server.url, auth={"token": token}, transports=["websocket"])
+    reply = await chosen.client.call("subscribe", ["camera:ready"], timeout=5)
+    assert reply == {"topics": ["camera:ready"]}
+    bad = await chosen.client.call("subscribe", [42], timeout=5)
+    assert bad["error"]["code"] == "invalid"
+    await publish(server, 3)
+    await everything.wait_for(9)
+    await chosen.wait_for(3)
+    assert [topic for topic, _ in chosen.received] == ["camera:ready"] * 3
+    assert await chosen.client.call("unsubscribe", "camera:ready", timeout=5) == {"topics": []}
+    for sub in (everything, chosen):
+        await sub.client.disconnect()
+
+
+async def test_a_stalled_client_is_cut_loose_without_delaying_the_others(
+        server: RunningSidecar) -> None:
+    token = await server.login()
+    healthy = Subscriber()
+    await healthy.client.connect(server.url, auth={"token": token}, transports=["websocket"])
+    # A raw websocket client that completes the Socket.IO handshake and then stops reading.
+    stalled = await websockets.connect(
+        f"ws://127.0.0.1:{server.settings.port}/socket.io/?EIO=4&transport=websocket",
+        max_size=None, compression=None)
+    json.loads((await stalled.recv())[1:])  # engine.io OPEN
+    await stalled.send("40" + json.dumps({"token": token}))
+    assert (await stalled.recv()).startswith("40")
+    stalled.transport.pause_reading()
+    dropped_before = manager(server).dropped_clients
+    count = 1000  # 3000 frames of 5 KiB: past both the queue and the write-buffer bound
+    events = await publish(server, count, size=5_000)
+    await healthy.wait_for(len(events) * 3, seconds=60)
+    assert manager(server).dropped_clients == dropped_before + 1
+    assert len(healthy.received) == count * 3
+    await healthy.client.disconnect()
+    stalled.transport.abort()
+
+
+def test_text_frame_lengths_follow_rfc_6455() -> None:
+    assert text_frame(b"hi") == b"\x81\x02hi"
+    assert text_frame(b"a" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert text_frame(b"a" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
