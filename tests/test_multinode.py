@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
+import signal
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, serve_in_loop
+from tests.fakes.google import Call, FakeGoogle, camera
 from tests.services import (
     ROOT,
     SidecarProcess,
@@ -23,6 +28,7 @@ from tests.services import (
     require,
     require_binary,
     start_sidecar,
+    wait_until,
 )
 
 JS = ROOT / "tests" / "js"
@@ -166,3 +172,96 @@ async def test_readyz_fails_while_redis_is_unreachable(tmp_path: Path) -> None:
     assert reply.json()["checks"]["database"] == "ok"
     assert reply.json()["checks"]["redis"].startswith("error")
     assert alive.status_code == 200
+
+
+# -- Nest singletons: token refresh and stream extension on the lease holder only ---------
+
+
+async def metric(replica: SidecarProcess, name: str, **labels: str) -> float:
+    async with httpx.AsyncClient(base_url=replica.url) as client:
+        text = (await client.get("/metrics")).text
+    return next((s.value for family in text_string_to_metric_families(text)
+                 for s in family.samples if s.name == name and s.labels == labels), 0.0)
+
+
+async def holds_lease(replica: SidecarProcess) -> bool:
+    return await metric(replica, "nestmtx_lease_held", lease="nest") == 1
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float) -> None:
+    """Poll a replica's state, which has no event to await from another process."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)
+
+
+def gaps(calls: list[Call]) -> list[float]:
+    return [b.at - a.at for a, b in itertools.pairwise(calls)]
+
+
+async def test_lease_holder_killed_hands_refresh_and_extension_over_without_doubles(
+        tmp_path: Path, shared_env: dict[str, str]) -> None:
+    # Google's 1-hour tokens and 5-minute streams, scaled down alike.
+    google = FakeGoogle(token_lifetime=20, stream_lifetime=15.0)
+    google.devices["project-1"] = [camera("d1", "Porch")]
+    async with google.serve():
+        env = {**shared_env, "NESTMTX_GOOGLE_TOKEN_URI": google.token_endpoint,
+               "NESTMTX_SDM_API_URL": google.sdm_url}
+        replicas = [start_sidecar(tmp_path, env), start_sidecar(tmp_path, env)]
+        try:
+            await until(lambda: holds_lease(replicas[0]), 15)
+            holder, other = replicas
+            assert not await holds_lease(other)
+
+            # Set up on the replica that does not hold the lease: it must still work.
+            headers = {"Authorization": f"Bearer {await other.login()}"}
+            async with httpx.AsyncClient(base_url=other.url, headers=headers) as client:
+                reply = await client.post("/api/credentials", json={
+                    "description": "Home", "oauth_client_id": google.client_id,
+                    "oauth_client_secret": google.client_secret,
+                    "dac_project_id": "project-1",
+                    "refresh_token": google.issue_refresh_token()})
+                assert reply.status_code == 201, reply.text
+
+                async def synced() -> bool:
+                    return bool((await client.get("/api/cameras")).json()["items"])
+
+                await until(synced, 15)  # the holder refreshes, then syncs the devices
+                camera_id = (await client.get("/api/cameras")).json()["items"][0]["id"]
+                reply = await client.put(f"/api/cameras/{camera_id}",
+                                         json={"mtx_path": "porch", "is_enabled": True})
+                assert reply.status_code == 200, reply.text
+                source = await client.get("/hooks/source/porch", headers={
+                    "Authorization": f"Bearer {other.hook_secret}"})
+            assert source.status_code == 200 and source.text.startswith("rtsp "), source.text
+
+            # The holder adopts the stream the other replica started, and extends it.
+            await wait_until(lambda: google.count("ExtendRtspStream") == 1, 20)
+            ok = {"command": "ExtendRtspStream", "status": "200"}
+            assert await metric(holder, "nestmtx_sdm_calls_total", **ok) == 1
+            assert await metric(other, "nestmtx_sdm_calls_total", **ok) == 0
+
+            holder.stop(signal.SIGKILL)
+            killed_at = time.monotonic()
+            await until(lambda: holds_lease(other), 15)
+            assert time.monotonic() - killed_at < 15
+            # The survivor keeps the same stream alive: it extends, and refreshes the token.
+            await wait_until(lambda: google.count("ExtendRtspStream") == 2, 20)
+            await wait_until(lambda: any(c.grant == "refresh_token" and c.at > killed_at
+                                         for c in google.calls), 20)
+            assert await metric(other, "nestmtx_sdm_calls_total", **ok) == 1
+            assert await metric(other, "nestmtx_stream_sessions") == 1
+        finally:
+            for replica in replicas:  # off the loop: the fake Google must answer their Stops
+                await asyncio.to_thread(replica.stop)
+
+    extends = [c for c in google.calls if c.endpoint == "ExtendRtspStream"]
+    assert [c.status for c in extends] == [200, 200]
+    assert all(gap > 8 for gap in gaps(extends)), gaps(extends)  # 12 s apart, not doubled
+    assert google.count("GenerateRtspStream") == 1  # the session survived the takeover
+    assert google.count("StopRtspStream", status=200) == 1  # the survivor's SIGTERM ended it
+    refreshes = [c for c in google.calls if c.grant == "refresh_token"]
+    assert all(c.status == 200 for c in refreshes)
+    assert all(gap > 8 for gap in gaps(refreshes)), gaps(refreshes)  # one refresher at a time

@@ -68,6 +68,7 @@ class Nest:
         await self.tokens.on_credentials_change(credential_id, change)
 
     async def start(self) -> None:
+        await self.tokens.start()  # every replica: the stored tokens, for its own SDM calls
         self._tasks.append(asyncio.create_task(self.lease.run_while_held(self._lead)))
 
     async def _lead(self) -> None:

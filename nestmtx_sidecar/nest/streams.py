@@ -271,6 +271,8 @@ class StreamSupervisor:
         Demand is assumed to continue: an unDemand spooled while the sidecar was down is
         replayed after this and stops the stream.
         """
+        if not self.active:
+            return  # not the lease holder, or shutting down
         async with self._store.begin() as conn:
             rows = (await conn.execute(sa.select(stream_sessions))).all()
         stored = {row.camera_id for row in rows}
@@ -279,8 +281,9 @@ class StreamSupervisor:
                 self._sessions.pop(camera_id)
                 session.task.cancel()
         for row in rows:
-            if row.camera_id in self._sessions:
-                continue
+            known = self._sessions.get(row.camera_id)
+            if known is not None and (known.task is not None or known.lock.locked()):
+                continue  # extended here already, or being started right now
             camera = await self._cameras.get_ref(row.camera_id)
             session = _Session(camera) if camera and camera.enabled else None
             if session is not None:
@@ -326,6 +329,7 @@ class StreamSupervisor:
 
     async def stop_all(self, why: str) -> None:
         """Shutdown: end every stream this replica runs (StopRtspStream each), concurrently."""
+        self.active = False  # adopt and extend nothing from now on
         await asyncio.gather(*(self.stop_stream(camera_id, why)
                                for camera_id in list(self._sessions)))
 
