@@ -9,17 +9,17 @@ import secrets
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, serve_in_loop
 from tests.fakes.google import Call, FakeGoogle, camera
+from tests.process_support import enable_cameras, metric, source, until
 from tests.services import (
     ROOT,
     SidecarProcess,
@@ -177,24 +177,8 @@ async def test_readyz_fails_while_redis_is_unreachable(tmp_path: Path) -> None:
 # -- Nest singletons: token refresh and stream extension on the lease holder only ---------
 
 
-async def metric(replica: SidecarProcess, name: str, **labels: str) -> float:
-    async with httpx.AsyncClient(base_url=replica.url) as client:
-        text = (await client.get("/metrics")).text
-    return next((s.value for family in text_string_to_metric_families(text)
-                 for s in family.samples if s.name == name and s.labels == labels), 0.0)
-
-
 async def holds_lease(replica: SidecarProcess) -> bool:
     return await metric(replica, "nestmtx_lease_held", lease="nest") == 1
-
-
-async def until(check: Callable[[], Awaitable[bool]], seconds: float) -> None:
-    """Poll a replica's state, which has no event to await from another process."""
-    async with asyncio.timeout(seconds):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.1)
 
 
 def gaps(calls: list[Call]) -> list[float]:
@@ -205,7 +189,7 @@ async def test_lease_holder_killed_hands_refresh_and_extension_over_without_doub
         tmp_path: Path, shared_env: dict[str, str]) -> None:
     # Google's 1-hour tokens and 5-minute streams, scaled down alike.
     google = FakeGoogle(token_lifetime=20, stream_lifetime=15.0)
-    google.devices["project-1"] = [camera("d1", "Porch")]
+    google.devices["project-1"] = [camera("porch", "Porch")]
     async with google.serve():
         env = {**shared_env, "NESTMTX_GOOGLE_TOKEN_URI": google.token_endpoint,
                "NESTMTX_SDM_API_URL": google.sdm_url}
@@ -216,26 +200,9 @@ async def test_lease_holder_killed_hands_refresh_and_extension_over_without_doub
             assert not await holds_lease(other)
 
             # Set up on the replica that does not hold the lease: it must still work.
-            headers = {"Authorization": f"Bearer {await other.login()}"}
-            async with httpx.AsyncClient(base_url=other.url, headers=headers) as client:
-                reply = await client.post("/api/credentials", json={
-                    "description": "Home", "oauth_client_id": google.client_id,
-                    "oauth_client_secret": google.client_secret,
-                    "dac_project_id": "project-1",
-                    "refresh_token": google.issue_refresh_token()})
-                assert reply.status_code == 201, reply.text
-
-                async def synced() -> bool:
-                    return bool((await client.get("/api/cameras")).json()["items"])
-
-                await until(synced, 15)  # the holder refreshes, then syncs the devices
-                camera_id = (await client.get("/api/cameras")).json()["items"][0]["id"]
-                reply = await client.put(f"/api/cameras/{camera_id}",
-                                         json={"mtx_path": "porch", "is_enabled": True})
-                assert reply.status_code == 200, reply.text
-                source = await client.get("/hooks/source/porch", headers={
-                    "Authorization": f"Bearer {other.hook_secret}"})
-            assert source.status_code == 200 and source.text.startswith("rtsp "), source.text
+            assert await enable_cameras(other, google) == ["porch"]
+            reply = await source(other, "porch")
+            assert reply.status_code == 200 and reply.text.startswith("rtsp "), reply.text
 
             # The holder adopts the stream the other replica started, and extends it.
             await wait_until(lambda: google.count("ExtendRtspStream") == 1, 20)
