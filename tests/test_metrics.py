@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nestmtx_sidecar.logstream import LogStream
 from nestmtx_sidecar.security import Redactor
+from tests.fakes.google import FakeGoogle, camera
+from tests.nest_support import add_credential, enable, nest_sidecar
 from tests.services import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -84,3 +86,30 @@ async def test_dropped_log_records_are_counted(server) -> None:
     assert stream.dropped == 3
     after = value(await scrape(server.url), "nestmtx_log_records_dropped_total")
     assert after - before == 3
+
+
+async def test_nest_counters_follow_google_traffic(tmp_path) -> None:
+    google = FakeGoogle()
+    google.devices["project-1"] = [camera("d1", "Porch")]
+    async with google.serve(), nest_sidecar(tmp_path, google) as (running, events, client):
+        before = await scrape(running.url)
+        google.fail_next("token", 500)  # one transient failure, then the refresh succeeds
+        await add_credential(client, google, google.issue_refresh_token())
+        await events.wait("credentials", "authenticated")
+        await running.sidecar.nest.sync.sync(1)
+        camera_id = (await client.get("/api/cameras")).json()["items"][0]["id"]
+        await enable(client, camera_id, "porch")
+        reply = await client.get("/hooks/source/porch",
+                                 headers={"Authorization": f"Bearer {running.hook_secret}"})
+        assert reply.status_code == 200, reply.text
+        after = await scrape(running.url)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("nestmtx_token_refreshes_total", outcome="failed") == 1
+    assert moved("nestmtx_token_refreshes_total", outcome="ok") == 1
+    assert moved("nestmtx_sdm_calls_total", command="devices.list", status="200") >= 1
+    assert moved("nestmtx_sdm_calls_total", command="GenerateRtspStream", status="200") == 1
+    assert value(after, "nestmtx_stream_sessions") == 1
+    assert value(after, "nestmtx_lease_held", lease="nest") == 1  # SQLite: always this node
