@@ -219,15 +219,18 @@ class TokenKeeper:
             account.task = None
 
     async def adopt(self) -> None:
-        """Lease holder: refresh credentials other replicas added, forget ones they deleted."""
+        """Lease holder: refresh credentials other replicas added or re-authorized (those not
+        refreshing here), forget ones they deleted."""
         async with self._store.begin() as conn:
             ids = set((await conn.execute(
                 sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
             )).scalars().all())
         for credential_id in set(self._accounts) - ids:
             await self.forget(credential_id)
-        for credential_id in ids - set(self._accounts):
-            await self.load(credential_id)
+        for credential_id in ids:
+            account = self._accounts.get(credential_id)
+            if account is None or account.task is None or account.task.done():
+                await self.load(credential_id)
 
     async def _keep_fresh(self, account: _Account) -> None:
         while True:
