@@ -74,7 +74,9 @@ async def serve_in_loop(settings: Settings) -> AsyncIterator[RunningSidecar]:
     sidecar = Sidecar(settings)
     logging.getLogger().addHandler(sidecar.log_stream)
     config = uvicorn.Config(create_app(sidecar), host="127.0.0.1", port=settings.port,
-                            log_config=None, ws_per_message_deflate=False, lifespan="on")
+                            log_config=None, ws_per_message_deflate=False, lifespan="on",
+                            # a long-poll still open at shutdown is not worth waiting for
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
