@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,9 +208,10 @@ def _wait_healthy(url: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"{url}/healthz did not answer 200")
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate: Callable[[], object], seconds: float = 10.0,
+                     interval: float = 0.02) -> None:
     """Poll a condition that has no event to await (a file appearing, a process ending)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")

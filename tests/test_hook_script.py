@@ -139,7 +139,7 @@ async def test_demand_waits_until_sigint_then_exits_cleanly(
     process = await mtx.start("demand", "webrtc-cam", **VALUES["demand"])
     try:
         # Holding: the script sleeps in the background of its own wait loop.
-        await wait_until(lambda: "sleep" in process.group_commands(), timeout=10)
+        await wait_until(lambda: "sleep" in process.group_commands(), seconds=10)
         assert source.asked == ["webrtc-cam"]
         assert process.proc.returncode is None
         result = await process.stop(within=5)
@@ -263,7 +263,7 @@ async def test_persistent_path_runs_the_demand_hook_from_run_on_init(
     try:
         event = await asyncio.wait_for(events.get(), 10)
         assert (event.event, event.entity, event.details["query"]) == ("demand", camera, "")
-        await wait_until(lambda: "sleep" in process.group_commands(), timeout=10)
+        await wait_until(lambda: "sleep" in process.group_commands(), seconds=10)
         result = await process.stop(within=5)
     finally:
         process.kill_leftovers()

@@ -64,7 +64,7 @@ async def running(stream: LogStream) -> AsyncIterator[list[list[dict[str, Any]]]
 async def entries(batches: list[list[dict[str, Any]]], count: int) -> list[dict[str, Any]]:
     from tests.services import wait_until
 
-    await wait_until(lambda: sum(map(len, batches)) >= count, timeout=5)
+    await wait_until(lambda: sum(map(len, batches)) >= count, seconds=5)
     return [entry for batch in batches for entry in batch]
 
 

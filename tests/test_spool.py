@@ -121,4 +121,4 @@ async def test_events_spooled_while_the_sidecar_is_down_arrive_once_after_restar
 async def wait_for_empty(directory: Path) -> None:
     from tests.services import wait_until
 
-    await wait_until(lambda: not list(directory.glob("*.json*")), timeout=15)
+    await wait_until(lambda: not list(directory.glob("*.json*")), seconds=15)

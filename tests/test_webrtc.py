@@ -217,7 +217,7 @@ async def test_regenerate_keeps_frames_flowing(clip: Clip, tmp_path: Path) -> No
             assert second.media_session_id != first.media_session_id
             assert publisher.media_session_id == second.media_session_id
             target = publisher.stats.video_frames + FPS
-            await wait_until(lambda: publisher.stats.video_frames >= target, timeout=10)
+            await wait_until(lambda: publisher.stats.video_frames >= target, seconds=10)
             assert publisher.stats.sessions == 2
             assert publisher.stats.video_frames > frames_before
         finally:
@@ -316,5 +316,5 @@ async def test_start_stop_cycles_leak_nothing(clip: Clip, tmp_path: Path) -> Non
         return all(now <= then for now, then in zip(_resources(), before, strict=True))
 
     with contextlib.suppress(TimeoutError):
-        await wait_until(settled, timeout=5)
+        await wait_until(settled, seconds=5)
     assert settled(), (_resources(), before)
