@@ -40,9 +40,7 @@ class Settings:
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
     mediamtx_api_url: str = "http://127.0.0.1:9997"
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
-    ffmpeg: str = "ffmpeg"
     log_level: str = "info"
-    public_url: str = ""
     spool_dir: str = ""
     spool_replay_delay: float = 5.0  # seconds for subscribers to reconnect first
     device_sync_interval: int = 3600
@@ -154,7 +152,6 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_SDM_API_URL", settings.sdm_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))
-    _check_url("NESTMTX_PUBLIC_URL", settings.public_url, ("http", "https"))
     _check_url("NESTMTX_MQTT_URL", settings.mqtt_url, ("mqtt", "mqtts"))
     if settings.app_key:
         try:
