@@ -50,11 +50,8 @@ class Events:
 
 
 @contextlib.asynccontextmanager
-async def _google(peer: FakeNestWebRtc, lifetime: float) -> AsyncIterator[FakeGoogle]:
-    async def answer(offer: str) -> str:
-        return (await peer.generate(offer))[0]
-
-    google = FakeGoogle(stream_lifetime=lifetime, commands_per_user=100, webrtc_answer=answer,
+async def _google(peer: FakeNestWebRtc) -> AsyncIterator[FakeGoogle]:
+    google = FakeGoogle(commands_per_user=100, webrtc_peers={"doorbell": peer},
                         devices={"project-1": [camera("doorbell", "Doorbell",
                                                       protocols=("WEB_RTC",))]})
     async with google.serve():
@@ -78,12 +75,11 @@ async def _streams(google: FakeGoogle, bus: EventBus, rtsp_base: str,
 async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Path) -> None:
     bus = EventBus()
     events = Events(bus)
-    peer = FakeNestWebRtc(clip, battery=True, lifetime=30)
     lifetime = 3.0
+    peer = FakeNestWebRtc(clip, battery=True, lifetime=lifetime)
     async with (httpx.AsyncClient() as http,
                 rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
-                _google(peer, lifetime) as google):
-        google.fail_next("ExtendWebRtcStream", "FAILED_PRECONDITION")
+                _google(peer) as google):
         streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
         try:
             assert await streams.source_for(CAMERA) == "wait"
@@ -115,10 +111,10 @@ async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
                                                                 tmp_path: Path) -> None:
     bus = EventBus()
     events = Events(bus)
-    peer = FakeNestWebRtc(clip, lifetime=30)
+    peer = FakeNestWebRtc(clip, lifetime=2.0)
     async with (httpx.AsyncClient() as http,
                 rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
-                _google(peer, lifetime=2.0) as google):
+                _google(peer) as google):
         streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
         try:
             await streams.source_for(CAMERA)

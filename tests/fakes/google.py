@@ -3,7 +3,9 @@
 Tokens and streams are real state: access tokens expire, streams expire at `expiresAt` and
 cannot be extended afterwards, quotas are enforced with 429 RESOURCE_EXHAUSTED. Every call
 is recorded in `calls`, so tests assert what Google was asked and how often. Failures are
-scripted per endpoint with `fail_next`.
+scripted per endpoint with `fail_next`. A WebRTC device's sessions are a fake Nest peer's
+(`webrtc_peers`): Generate/Extend/Stop go to that peer, so Stop really closes the session and a
+battery peer answers FAILED_PRECONDITION to every Extend, as Google does for battery devices.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.nest_webrtc import FakeNestWebRtc, NestApiError
 from tests.services import free_port
 
 PREFIX = "sdm.devices.commands.CameraLiveStream."
@@ -92,7 +95,7 @@ class FakeGoogle:
     lists_per_user: int = 5
     devices: dict[str, list[dict[str, Any]]] = field(  # project -> its devices
         default_factory=lambda: {"project-1": []})
-    webrtc_answer: Callable[[str], Awaitable[str]] | None = None
+    webrtc_peers: dict[str, FakeNestWebRtc] = field(default_factory=dict)  # device id -> peer
     calls: list[Call] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
     codes: dict[str, str] = field(default_factory=dict)  # code -> redirect_uri
@@ -270,6 +273,8 @@ class FakeGoogle:
             return google_error(code, failure, f"Scripted {failure} for {short}.")
         if not any(d["name"] == name for ds in self.devices.values() for d in ds):
             return google_error(404, "NOT_FOUND", "Device not found.")
+        if short.endswith("WebRtcStream"):
+            return await self._webrtc(name, params, short)
         handler = getattr(self, "_" + short, None)
         if handler is None:
             return google_error(400, "INVALID_ARGUMENT", f"Command {command} not supported.")
@@ -319,29 +324,31 @@ class FakeGoogle:
         stream.stopped = True
         return JSONResponse({"results": {}})
 
-    async def _GenerateWebRtcStream(self, name: str, params: dict[str, Any]) -> Response:
-        offer = params.get("offerSdp")
-        if not isinstance(offer, str) or not offer.startswith("v=0"):
-            return google_error(400, "INVALID_ARGUMENT", "offerSdp is required.")
-        answer = await self.webrtc_answer(offer) if self.webrtc_answer else "v=0\r\n"
-        stream = self._new_stream(name)
-        return JSONResponse({"results": {
-            "answerSdp": answer, "mediaSessionId": stream.extension_token,
-            "expiresAt": self._expires_at(stream.expires_at)}})
+    def _peer(self, name: str) -> FakeNestWebRtc:
+        peer = self.webrtc_peers.get(name.rsplit("/", 1)[1])
+        if peer is None:
+            raise NestApiError(400, "FAILED_PRECONDITION", "The device does not stream WebRTC.")
+        return peer
 
-    async def _ExtendWebRtcStream(self, name: str, params: dict[str, Any]) -> Response:
-        stream = self._live(params.get("mediaSessionId"))
-        if stream is None or stream.device != name:
-            return google_error(400, "FAILED_PRECONDITION",
-                                "The stream has expired or does not exist.")
-        stream.expires_at = time.monotonic() + self.stream_lifetime
-        return JSONResponse({"results": {"mediaSessionId": stream.extension_token,
-                                         "expiresAt": self._expires_at(stream.expires_at)}})
-
-    async def _StopWebRtcStream(self, name: str, params: dict[str, Any]) -> Response:
-        stream = self._live(params.get("mediaSessionId"))
-        if stream is None or stream.device != name:
-            return google_error(400, "FAILED_PRECONDITION",
-                                "The stream has expired or does not exist.")
-        stream.stopped = True
-        return JSONResponse({"results": {}})
+    async def _webrtc(self, name: str, params: dict[str, Any], short: str) -> Response:
+        """A WebRTC command, answered by the device's fake Nest peer."""
+        try:
+            peer = self._peer(name)
+            if short == "GenerateWebRtcStream":
+                offer = params.get("offerSdp")
+                if not isinstance(offer, str) or not offer.startswith("v=0"):
+                    return google_error(400, "INVALID_ARGUMENT", "offerSdp is required.")
+                answer, expires_at, media_session_id = await peer.generate(offer)
+                results = {"answerSdp": answer, "mediaSessionId": media_session_id}
+            elif short == "ExtendWebRtcStream":
+                expires_at, media_session_id = await peer.extend(
+                    str(params.get("mediaSessionId")))
+                results = {"mediaSessionId": media_session_id}
+            else:
+                await peer.stop(str(params.get("mediaSessionId")))
+                return JSONResponse({"results": {}})
+        except NestApiError as exc:
+            return JSONResponse(exc.body(), status_code=exc.code)
+        results["expiresAt"] = expires_at.isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z")
+        return JSONResponse({"results": results})
