@@ -28,6 +28,8 @@ from .gateway import Gateway
 from .http_api import HttpApi, http_error, server_error
 from .lease import make_lease
 from .logstream import LogStream
+from .mediamtx_api import MediaMtxPaths
+from .mediamtx_config import persistent_paths
 from .metrics import Metrics, count_event
 from .modules.auth import Auth
 from .modules.cameras import Cameras
@@ -84,6 +86,10 @@ class Sidecar:
                                 self.credentials, self.redactor) if settings.mqtt_url else None)
         if self.mqtt is not None:
             self.bus.subscribe(self.mqtt.publish)
+        self.mediamtx = (MediaMtxPaths(settings.mediamtx_api_url)
+                         if settings.mediamtx_api_url else None)
+        if self.mediamtx is not None:
+            self.cameras.on_change(self.mediamtx.on_camera_change)
         self.metrics = Metrics()
         self.metrics.gauge("nestmtx_connected_sockets", "Socket.IO clients on this replica",
                            lambda: self.gateway.connected)
@@ -100,6 +106,8 @@ class Sidecar:
         await self.nest.start()  # before spool replay: a spooled unDemand stops a resumed stream
         if self.mqtt is not None:
             self.mqtt.start()
+        if self.mediamtx is not None:
+            self._spawn(self.mediamtx.apply(await persistent_paths(self.store)))
         if self.settings.spool_dir:
             self._spawn(self.receiver.drain_spool(Path(self.settings.spool_dir),
                                                   self.settings.spool_replay_delay))
@@ -118,6 +126,8 @@ class Sidecar:
                 logger.warning("background task %s did not stop in time", task.get_coro())
         self._tasks.clear()
         await self.nest.stop()
+        if self.mediamtx is not None:
+            await self.mediamtx.close()
         await self.store.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -38,7 +38,7 @@ class Settings:
     redis_url: str = ""
     google_token_uri: str = "https://oauth2.googleapis.com/token"
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
-    mediamtx_api_url: str = "http://127.0.0.1:9997"
+    mediamtx_api_url: str = ""  # MediaMTX control API; set to apply persistent paths live
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
     log_level: str = "info"
     spool_dir: str = ""

@@ -58,19 +58,23 @@ class StoreUnreadable(Exception):
     """The cameras could not be read; the message says from where and why."""
 
 
+async def persistent_paths(store: Store) -> list[str]:
+    """mtx_path of every enabled, persistent camera."""
+    async with store.begin() as conn:
+        rows = await conn.execute(
+            sa.select(cameras.c.mtx_path)
+            .where(cameras.c.is_enabled, cameras.c.is_persistent, cameras.c.mtx_path.is_not(None))
+            .order_by(cameras.c.mtx_path))
+        return [row.mtx_path for row in rows]
+
+
 async def persistent_camera_paths(settings: Settings) -> list[str]:
-    """mtx_path of every enabled, persistent camera in the store (none before first start)."""
+    """The persistent paths in the configured store (none before the sidecar's first start)."""
     if not settings.database_url and not (settings.data_dir / "sidecar.db").exists():
         return []  # the sidecar has never run here: no cameras, and no file to create
     store = Store(settings.resolved_database_url)
     try:
-        async with store.begin() as conn:
-            rows = await conn.execute(
-                sa.select(cameras.c.mtx_path)
-                .where(cameras.c.is_enabled, cameras.c.is_persistent,
-                       cameras.c.mtx_path.is_not(None))
-                .order_by(cameras.c.mtx_path))
-            return [row.mtx_path for row in rows]
+        return await persistent_paths(store)
     except sa.exc.SQLAlchemyError as exc:
         raise StoreUnreadable(f"cannot read cameras from the database: "
                               f"{getattr(exc, 'orig', None) or exc}") from None

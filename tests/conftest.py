@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -21,6 +20,7 @@ from tests.services import (
     free_port,
     postgres_server,
     redis_server,
+    serving,
     start_sidecar,
 )
 
@@ -77,18 +77,10 @@ async def serve_in_loop(settings: Settings) -> AsyncIterator[RunningSidecar]:
                             log_config=None, ws_per_message_deflate=False, lifespan="on",
                             # a long-poll still open at shutdown is not worth waiting for
                             timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn stopped before it started")
-            await asyncio.sleep(0.01)
-        yield RunningSidecar(f"http://127.0.0.1:{settings.port}", sidecar, settings)
+        async with serving(config):
+            yield RunningSidecar(f"http://127.0.0.1:{settings.port}", sidecar, settings)
     finally:
-        server.should_exit = True
-        await task
         logging.getLogger().removeHandler(sidecar.log_stream)
 
 
