@@ -1,0 +1,145 @@
+"""WebRTC cameras end to end through the real pieces: the demand hook run the MediaMTX way ->
+the in-process sidecar (real uvicorn) -> fake Google's GenerateWebRtcStream, answered by the
+fake Nest peer -> the sidecar's publisher -> `ffmpeg -rtsp_flags listen` standing in for
+MediaMTX's RTSP port at Settings.mediamtx_rtsp_url. ICE stays on 127.0.0.1 (loopback_ice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from tests.fakes.google import FakeGoogle, camera
+from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+from tests.mediamtx import HookProcess, MediaMTX, hook_settings
+from tests.nest_support import Events, add_credential, enable, nest_sidecar
+from tests.services import wait_until
+from tests.test_webrtc import (
+    Receiver,
+    _resources,
+    clip,
+    clip_path,
+    finished,
+    loopback_ice,
+    received,
+    rtsp_receiver,
+)
+
+__all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
+
+PATH = "doorbell"
+
+
+@dataclass
+class Rig:
+    google: FakeGoogle
+    events: Events
+    receiver: Receiver
+    mediamtx: MediaMTX
+
+
+@contextlib.asynccontextmanager
+async def webrtc_rig(tmp_path: Path, peer: FakeNestWebRtc) -> AsyncIterator[Rig]:
+    """A synced, enabled WebRTC-only camera whose sidecar publishes into a listening ffmpeg."""
+    google = FakeGoogle(webrtc_peers={PATH: peer}, devices={
+        "project-1": [camera(PATH, "Doorbell", protocols=("WEB_RTC",))]})
+    async with (google.serve(), rtsp_receiver(tmp_path, PATH) as receiver,
+                nest_sidecar(tmp_path, google, stream_start_timeout=15.0,
+                             mediamtx_rtsp_url=receiver.url.rsplit("/", 1)[0]) as (
+                    running, events, client)):
+        await add_credential(client, google, google.issue_refresh_token())
+        await events.wait("credentials", "authenticated")
+        await running.sidecar.nest.sync.sync(1)
+        (item,) = (await client.get("/api/cameras")).json()["items"]
+        assert item["protocols"] == ["WEB_RTC"]
+        await enable(client, item["id"], PATH)
+        mediamtx = MediaMTX(hook_settings(), {
+            "PATH": "/usr/local/bin:/usr/bin:/bin", "NESTMTX_URL": running.url,
+            "NESTMTX_HOOK_SECRET": running.hook_secret})
+        try:
+            yield Rig(google, events, receiver, mediamtx)
+        finally:
+            await peer.close()
+
+
+async def end_demand(rig: Rig, hook: HookProcess) -> None:
+    """What MediaMTX does when the last reader left: SIGINT to the hook's group, then unDemand."""
+    result = await hook.stop()
+    assert result.returncode == 0 and not result.left_running, result.stderr_lines
+    undemand = await rig.mediamtx.run("unDemand", PATH)
+    assert undemand.returncode == 0, undemand.stderr_lines
+    # The bus delivers unDemand to the WebRTC streams before the hook's POST is answered.
+    await rig.events.wait("camera", "unDemand")
+
+
+def video_times(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [float(p.pts * p.time_base) for p in container.demux(stream) if p.size]
+
+
+async def test_wired_camera_from_demand_hook_to_rtsp_and_back(clip: Clip, tmp_path: Path
+                                                              ) -> None:
+    peer = FakeNestWebRtc(clip, lifetime=2.0)
+    async with webrtc_rig(tmp_path, peer) as rig:
+        before = _resources()
+        hook = await rig.mediamtx.start("demand", PATH)
+        await rig.events.wait("camera", "extended", count=2, within=20)
+        assert hook.proc.returncode is None  # holds the demand while the sidecar publishes
+        assert rig.google.count("GenerateWebRtcStream") == 1
+        (session,) = peer.sessions.values()
+        assert session.extensions == 2 and not session.stopped
+
+        await end_demand(rig, hook)
+        stops = [c for c in rig.google.calls if c.endpoint == "StopWebRtcStream"]
+        assert len(stops) == 1 and stops[0].status == 200
+        # Google's Stop closed the peer's session, before it could expire by itself.
+        assert session.stopped and session.expires_at > dt.datetime.now(dt.UTC)
+        await finished(rig.receiver)  # the publication ended with the demand
+
+        # Every task, thread and socket of the session is freed (nothing above the baseline).
+        def settled() -> bool:
+            return all(now <= then for now, then in zip(_resources(), before, strict=True))
+
+        with contextlib.suppress(TimeoutError):
+            await wait_until(settled, seconds=5)
+        assert settled(), (_resources(), before)
+        assert rig.google.count("StopWebRtcStream") == 1  # exactly once, nothing after
+        assert not rig.events.named("camera", "failed-extension")
+
+    counts = {kind: len(frames) for kind, frames in received(rig.receiver.output).items()}
+    assert counts["video"] >= 2 * 25 and counts["audio"] > 0  # over 2 s of both kinds
+
+
+async def test_battery_camera_is_regenerated_seamlessly_through_the_hook(
+        clip: Clip, tmp_path: Path) -> None:
+    lifetime = 3.0
+    peer = FakeNestWebRtc(clip, battery=True, lifetime=lifetime)
+    async with webrtc_rig(tmp_path, peer) as rig:
+        hook = await rig.mediamtx.start("demand", PATH)
+        failed = await rig.events.wait("camera", "failed-extension", within=20)
+        assert failed.details["reason"] == "failed_precondition"
+        assert failed.details["regenerating"] is True
+        await rig.events.wait("camera", "extended", count=2, within=20,
+                              where=lambda e: e.details.get("regenerated") is True)
+        assert hook.proc.returncode is None  # MediaMTX's demand never saw a gap
+        await end_demand(rig, hook)
+        await finished(rig.receiver)
+        assert rig.google.count("GenerateWebRtcStream") == 3
+        # Asked once; a device known not to extend goes straight to a new session.
+        assert rig.google.count("ExtendWebRtcStream") == 1
+        assert rig.google.count("ExtendWebRtcStream", status=400) == 1
+        assert rig.google.count("StopWebRtcStream", status=200) == 3  # 2 replaced + unDemand
+        assert all(s.stopped for s in peer.sessions.values())
+
+    times = video_times(rig.receiver.output)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # One publication across three Nest sessions, frames flowing all along.
+    assert times[-1] - times[0] > 2 * lifetime * 0.8 - 1
+    assert max(gaps) < 0.25 and min(gaps) > 0
