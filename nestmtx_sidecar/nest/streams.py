@@ -265,10 +265,12 @@ class StreamSupervisor:
 
     async def resume(self) -> None:
         """Keep extending stored streams that are still alive and not extended here yet (after
-        a restart, on taking the Nest lease, or started by another replica); forget dead ones;
-        drop the ones another replica stopped.
+        a restart, on taking the Nest lease, or started by another replica); drop the ones
+        another replica stopped.
 
-        Demand is assumed to continue: an unDemand spooled while the sidecar was down is
+        Demand is assumed to continue: a stored stream that expired meanwhile is not extended
+        but regenerated (the same path as a failed extension: `failed-extension` with reason
+        `expired`, then a new stream); an unDemand spooled while the sidecar was down is
         replayed after this and stops the stream.
         """
         if not self.active:
@@ -285,18 +287,18 @@ class StreamSupervisor:
             if known is not None and (known.task is not None or known.lock.locked()):
                 continue  # extended here already, or being started right now
             camera = await self._cameras.get_ref(row.camera_id)
-            session = _Session(camera) if camera and camera.enabled else None
-            if session is not None:
-                self._restore(session, row)
-            if session is None or not session.alive():
+            if camera is None or not camera.enabled:
                 async with self._store.begin() as conn:
                     await conn.execute(stream_sessions.delete().where(
                         stream_sessions.c.camera_id == row.camera_id))
                 continue
+            session = _Session(camera)
+            self._restore(session, row)
             self._sessions[row.camera_id] = session
             session.task = asyncio.create_task(self._keep_alive(session))
-            logger.info("camera %d (%s): resumed stream %d", camera.id, camera.name,
-                        session.generation)
+            logger.info("camera %d (%s): resumed stream %d%s", camera.id, camera.name,
+                        session.generation, "" if session.alive() else
+                        ", which expired meanwhile: generating a new one")
 
     def _restore(self, session: _Session, row: Any) -> None:
         """Take a stored session's state (decrypted) into memory."""
