@@ -9,7 +9,7 @@ import secrets
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import socketio
@@ -37,11 +37,13 @@ from .modules.credentials import Credentials
 from .modules.health import Health
 from .modules.users import Users
 from .modules.version import Version
-from .mqtt import MqttBridge
 from .nest.service import Nest
 from .receiver import HookReceiver
 from .security import Redactor, SecretBox, hash_password
 from .store import Store, users
+
+if TYPE_CHECKING:
+    from .mqtt import MqttBridge
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +81,15 @@ class Sidecar:
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
                          self.credentials, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
-                                     streams=self.nest.streams)
+                                     streams=self.nest.streams, redis=self.redis)
         self.bus.subscribe(self.gateway.publish)
         self.bus.subscribe(count_event)
-        self.mqtt = (MqttBridge(settings, self.dispatcher, self.auth, self.cameras,
-                                self.credentials, self.redactor) if settings.mqtt_url else None)
-        if self.mqtt is not None:
+        self.mqtt: MqttBridge | None = None
+        if settings.mqtt_url:
+            from .mqtt import MqttBridge  # aiomqtt loads only when MQTT is configured
+
+            self.mqtt = MqttBridge(settings, self.dispatcher, self.auth, self.cameras,
+                                   self.credentials, self.redactor)
             self.bus.subscribe(self.mqtt.publish)
         self.mediamtx = (MediaMtxPaths(settings.mediamtx_api_url)
                          if settings.mediamtx_api_url else None)

@@ -14,7 +14,8 @@ import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Unavailable
 from ..events import Event, EventBus, isoformat
@@ -22,9 +23,19 @@ from ..modules.cameras import CameraRef
 from ..store import utcnow
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
 from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN, _details
-from .webrtc import Answer, Generate, PublisherError, WebRtcPublisher
+
+if TYPE_CHECKING:
+    from .webrtc import Answer, Generate, WebRtcPublisher
 
 logger = logging.getLogger(__name__)
+
+
+def _webrtc() -> ModuleType:
+    """The publisher: aiortc and av (~40 MiB resident) load with the first WebRTC stream."""
+    from . import webrtc
+
+    return webrtc
+
 
 GENERATE_WEBRTC = COMMAND_PREFIX + "GenerateWebRtcStream"
 EXTEND_WEBRTC = COMMAND_PREFIX + "ExtendWebRtcStream"
@@ -70,7 +81,7 @@ class WebRtcStreams:
             if session.publisher is None:
                 try:
                     await self._start(session)
-                except (SdmError, PublisherError) as exc:
+                except (SdmError, _webrtc().PublisherError) as exc:
                     self._sessions.pop(camera.id, None)
                     raise Unavailable(f"could not start the WebRTC stream of camera "
                                       f"{camera.name!r}: {_message(exc)}") from None
@@ -79,9 +90,9 @@ class WebRtcStreams:
         return "wait"
 
     async def _start(self, session: _Session) -> None:
-        publisher = WebRtcPublisher(f"{self._rtsp_url}/{session.camera.mtx_path}",
-                                    silence_timeout=self._silence_timeout,
-                                    start_timeout=self._start_timeout)
+        publisher = _webrtc().WebRtcPublisher(
+            f"{self._rtsp_url}/{session.camera.mtx_path}",
+            silence_timeout=self._silence_timeout, start_timeout=self._start_timeout)
         try:
             answer = await publisher.start(self._generator(session.camera))
         except BaseException:
@@ -154,7 +165,7 @@ class WebRtcStreams:
         old = session.media_session_id
         try:
             answer = await session.publisher.regenerate(self._generator(session.camera))
-        except (SdmError, PublisherError) as exc:
+        except (SdmError, _webrtc().PublisherError) as exc:
             logger.error("camera %d (%s): could not replace the WebRTC session: %s",
                          session.camera.id, session.camera.name, _message(exc))
             await self._restart(session)
@@ -172,7 +183,7 @@ class WebRtcStreams:
         await self._stop_at_google(session.camera, session.media_session_id)
         try:
             await self._start(session)
-        except (SdmError, PublisherError) as exc:
+        except (SdmError, _webrtc().PublisherError) as exc:
             logger.error("camera %d (%s): could not restart the WebRTC stream: %s; the next "
                          "demand will try again", session.camera.id, session.camera.name,
                          _message(exc))
