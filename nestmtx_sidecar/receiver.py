@@ -25,6 +25,7 @@ from .errors import (
     field_error,
 )
 from .events import Event, EventBus
+from .idempotency import DeliveredIds
 from .metrics import HOOK_CALLS
 from .modules.cameras import CameraRef, Cameras
 
@@ -35,6 +36,7 @@ HOOKS = {"demand": "demand", "unDemand": "unDemand", "ready": "ready", "notReady
          "read": "read", "unread": "unread", "available": "ready", "unavailable": "notReady"}
 MAX_BODY = 64 * 1024
 SPOOL_SWEEP_SECONDS = 5.0
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _EXTRA_DETAILS = {
     "ready": {"sourceType": "MTX_SOURCE_TYPE", "sourceId": "MTX_SOURCE_ID"},
@@ -84,10 +86,11 @@ class HookReceiver:
     """Turns hook calls into camera events; the spool replay goes through the same path."""
 
     def __init__(self, hook_secret: str, cameras: Cameras, bus: EventBus,
-                 streams: StreamSource | None = None) -> None:
+                 streams: StreamSource | None = None, redis: Any = None) -> None:
         self._secret = hook_secret.encode()
         self._cameras = cameras
         self._bus = bus
+        self._delivered = DeliveredIds(redis)
         self.streams = streams
 
     async def source_endpoint(self, request: Request) -> PlainTextResponse:
@@ -115,12 +118,16 @@ class HookReceiver:
             self._check_secret(request.headers.get("authorization", ""))
             if hook not in HOOKS:
                 raise NotFound(f"Unknown hook {hook!r}; known: {', '.join(HOOKS)}")
+            event_id = _event_id(request.headers.get("idempotency-key"))
             variables = parse_variables(await request.body())
-            event = await self.deliver(hook, variables)
+            event = await self.deliver(hook, variables, event_id=event_id)
         except SidecarError as exc:
             # Unknown names share one label: callers must not grow the metric without bound.
             HOOK_CALLS.labels(hook if hook in HOOKS else "unknown", exc.code).inc()
             return JSONResponse(exc.to_dict(), status_code=exc.status)
+        if event is None:
+            HOOK_CALLS.labels(hook, "duplicate").inc()
+            return JSONResponse({"accepted": True, "duplicate": True}, status_code=202)
         HOOK_CALLS.labels(hook, "accepted").inc()
         return JSONResponse({"accepted": True, "event": event.event, "entity": event.entity},
                             status_code=202)
@@ -132,7 +139,20 @@ class HookReceiver:
             raise Unauthorized("A valid hook secret is required (Authorization: Bearer ...)")
 
     async def deliver(self, hook: str, variables: Mapping[str, str],
-                      at: dt.datetime | None = None, replayed: bool = False) -> Event:
+                      at: dt.datetime | None = None, replayed: bool = False,
+                      event_id: str | None = None) -> Event | None:
+        """Publish the hook's camera event; None when `event_id` was delivered already."""
+        if event_id is not None and not await self._delivered.claim(event_id):
+            return None
+        try:
+            return await self._publish(hook, variables, at, replayed)
+        except BaseException:
+            if event_id is not None:
+                await self._delivered.release(event_id)  # let the hook's retry through
+            raise
+
+    async def _publish(self, hook: str, variables: Mapping[str, str], at: dt.datetime | None,
+                       replayed: bool) -> Event:
         name = HOOKS[hook]
         path = variables["MTX_PATH"]
         camera = await self._cameras.by_path(path)
@@ -193,7 +213,8 @@ class HookReceiver:
                 logger.warning("skipping unreadable spool file %s: %s", file.name, exc)
                 claimed.rename(file.with_suffix(".bad"))
                 continue
-            await self.deliver(hook, variables, at=at, replayed=True)
+            await self.deliver(hook, variables, at=at, replayed=True,
+                               event_id=file.name.removesuffix(".json"))
             claimed.unlink()
             delivered += 1
         if delivered:
@@ -207,3 +228,12 @@ def _spool_order(file: Path) -> tuple[int, int, str]:
         return int(parts[0]), int(parts[1]), file.name
     except (ValueError, IndexError):
         return 0, 0, file.name
+
+
+def _event_id(header: str | None) -> str | None:
+    """The call's Idempotency-Key, if it sent one."""
+    if header is None:
+        return None
+    if not _EVENT_ID.match(header):
+        raise BadRequest("Idempotency-Key must be 1 to 128 letters, digits, '.', '_', ':' or '-'")
+    return header
