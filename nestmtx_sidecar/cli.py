@@ -35,6 +35,33 @@ def configure_logging(settings: Settings, redactor: Redactor, stream: LogStream)
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
+class DatabaseUnreachable(Exception):
+    """The store cannot be reached at start; the message says why, secrets redacted."""
+
+
+def check_database(settings: Settings, redactor: Redactor) -> None:
+    """One clear line, not a traceback from deep in start-up, when the database is down."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from .store import Store
+
+    async def ping() -> None:
+        store = Store(settings.resolved_database_url)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    redactor.add(sa.engine.make_url(settings.resolved_database_url).password)
+    try:
+        asyncio.run(ping())
+    except (OSError, sa.exc.SQLAlchemyError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise DatabaseUnreachable(redactor(f"cannot reach the database: {reason}")) from None
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -42,6 +69,7 @@ def serve(settings: Settings) -> None:
 
     settings = with_generated_secrets(settings)
     redactor = Redactor()
+    check_database(settings, redactor)
     sidecar = Sidecar(settings, redactor)
     configure_logging(settings, redactor, sidecar.log_stream)
     for name in settings.secrets_generated:
@@ -92,3 +120,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"nestmtx-sidecar: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except DatabaseUnreachable as exc:
+        print(f"nestmtx-sidecar: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

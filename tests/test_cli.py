@@ -62,6 +62,17 @@ def test_unusable_data_dir_stops_serve_with_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and "NESTMTX_DATA_DIR" in done.stderr
 
 
+def test_unreachable_database_stops_serve_with_one_line_and_no_password(tmp_path: Path) -> None:
+    url = f"postgresql://nestmtx:s3cr3t-pw@127.0.0.1:{free_port()}/nestmtx"
+    done = subprocess.run([*SERVE, "serve"], env=clean_env(NESTMTX_DATABASE_URL=url),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("nestmtx-sidecar: cannot reach the database: ")
+    assert "s3cr3t-pw" not in done.stderr
+
+
 @contextlib.asynccontextmanager
 async def serving(cwd: Path, env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
     """`nestmtx-sidecar serve` in cwd, output to log_path; yields its URL once it listens."""
