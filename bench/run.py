@@ -187,14 +187,15 @@ class SubscriberProcess:
         self.disconnects = 0
 
     @classmethod
-    async def start(cls, server: Server, sockets: int, subscribe: list[str] | None = None
-                    ) -> SubscriberProcess:
+    async def start(cls, server: Server, sockets: int, subscribe: list[str] | None = None,
+                    node_modules: Path = BENCH / "node_modules") -> SubscriberProcess:
+        """`node_modules`: where socket.io-client is installed (the tests use tests/js's)."""
         options = {"url": server.url, "token": server.token, "sockets": sockets,
                    "subscribe": subscribe}
         proc = await asyncio.create_subprocess_exec(
             "node", str(BENCH / "subscriber.js"), json.dumps(options),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "NODE_PATH": str(BENCH / "node_modules")})
+            env={**os.environ, "NODE_PATH": str(node_modules)})
         sub = cls(proc, sockets)
         ready = await sub.expect("ready", 120)
         assert ready["sockets"] == sockets
@@ -232,6 +233,7 @@ class Fleet:
 
     server: Server
     procs: list[SubscriberProcess] = field(default_factory=list)
+    node_modules: Path = BENCH / "node_modules"
 
     @property
     def sockets(self) -> int:
@@ -240,7 +242,8 @@ class Fleet:
     async def grow_to(self, total: int, subscribe: list[str] | None = None) -> None:
         while self.sockets < total:
             self.procs.append(await SubscriberProcess.start(
-                self.server, min(PER_PROCESS, total - self.sockets), subscribe))
+                self.server, min(PER_PROCESS, total - self.sockets), subscribe,
+                self.node_modules))
 
     async def reset(self) -> None:
         await asyncio.gather(*(p.ask("reset", "reset") for p in self.procs))
