@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -19,7 +21,7 @@ class Quotas:
 
     @property
     def slack(self) -> float:
-        # Our clock stamps a call before Google sees it; keep a margin for network jitter.
+        # A margin for clock differences between us and Google.
         return self.window / 20
 
 
@@ -33,19 +35,25 @@ class QuotaExhausted(Exception):
 
 
 class _Window:
-    """Times of the calls made in the last window, oldest first."""
+    """Times of the calls made in the last window, in order."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self.times: collections.deque[float] = collections.deque()
+        self.times: list[float] = []
 
     def wait(self, now: float) -> float:
-        while self.times and self.times[0] <= now - self.window:
-            self.times.popleft()
+        stale = bisect.bisect_right(self.times, now - self.window)
+        del self.times[:stale]
         if len(self.times) < self.limit:
             return 0.0
         return self.times[-self.limit] + self.window - now
+
+    def restamp(self, old: float, new: float) -> None:
+        index = bisect.bisect_left(self.times, old)
+        if index < len(self.times) and self.times[index] == old:
+            del self.times[index]
+        bisect.insort(self.times, new)
 
 
 class QuotaLimiter:
@@ -62,8 +70,13 @@ class QuotaLimiter:
             asyncio.Lock)
 
     async def acquire(self, credential_id: int, device: str | None, command: str,
-                      deadline: float) -> None:
-        """Take a slot for one call, waiting at most until `deadline` (time.monotonic())."""
+                      deadline: float) -> Callable[[], None]:
+        """Take a slot for one call, waiting at most until `deadline` (time.monotonic()).
+
+        Call the returned function when Google's answer (or failure) is in: the slot then
+        counts from that moment, which Google has certainly seen the call by, however long
+        the request took to reach it.
+        """
         q = self.quotas
         window = q.window + q.slack
         if device is None:
@@ -87,6 +100,13 @@ class QuotaLimiter:
                 await asyncio.sleep(wait)
             stamp = time.monotonic()
             for w in windows:
-                w.times.append(stamp)
+                w.restamp(stamp, stamp)
         finally:
             lock.release()
+
+        def answered() -> None:
+            now = time.monotonic()
+            for w in windows:
+                w.restamp(stamp, now)
+
+        return answered

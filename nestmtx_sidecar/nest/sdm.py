@@ -145,7 +145,7 @@ class SdmClient:
             raise SdmRateLimited(f"Google rate-limited this credential; commands pause for "
                                  f"{paused:.0f} more seconds", "RESOURCE_EXHAUSTED", 429)
         try:
-            await self.limiter.acquire(credential_id, device, command, deadline)
+            answered = await self.limiter.acquire(credential_id, device, command, deadline)
         except QuotaExhausted as exc:
             raise SdmQuota(str(exc)) from None
         try:
@@ -161,6 +161,8 @@ class SdmClient:
         except httpx.HTTPError as exc:
             SDM_CALLS.labels(short, "error").inc()
             raise SdmUnavailable(f"SDM API unreachable ({type(exc).__name__})") from None
+        finally:
+            answered()
         SDM_CALLS.labels(short, str(response.status_code)).inc()
         if response.status_code == 200:
             backoff.delay = 0.0

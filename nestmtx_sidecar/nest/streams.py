@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import Invalid, SidecarError, Unavailable
+from ..errors import Invalid, Unavailable
 from ..events import Event, EventBus, isoformat
 from ..modules.cameras import CameraRef, Cameras
 from ..receiver import StreamSource
@@ -26,10 +26,6 @@ logger = logging.getLogger(__name__)
 MARGIN_FRACTION, MARGIN_MAX = 0.2, 60.0
 GUARD_FRACTION, GUARD_MAX = 0.05, 5.0
 STOP_WITHIN = 10.0
-
-
-class NotSupported(SidecarError):
-    status, code = 501, "not_supported"
 
 
 @dataclass
@@ -69,7 +65,7 @@ class StreamSupervisor:
 
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
                  sdm: SdmClient, cameras: Cameras, start_timeout: float,
-                 webrtc: StreamSource | None = None) -> None:
+                 webrtc: StreamSource) -> None:
         self._store = store
         self._box = box
         self._redactor = redactor
@@ -85,7 +81,7 @@ class StreamSupervisor:
 
     async def source_for(self, camera: CameraRef) -> str:
         if "RTSP" not in camera.protocols:
-            if "WEB_RTC" in camera.protocols and self._webrtc is not None:
+            if "WEB_RTC" in camera.protocols:
                 return await self._webrtc.source_for(camera)
             await self._unsupported(camera)
         session = self._sessions.setdefault(camera.id, _Session(camera))
@@ -105,17 +101,11 @@ class StreamSupervisor:
         return f"rtsp {session.url}"
 
     async def _unsupported(self, camera: CameraRef) -> None:
-        if "WEB_RTC" in camera.protocols:
-            message = (f"camera {camera.name!r} streams only over WebRTC, which this sidecar "
-                       "does not support yet")
-            reason = "webrtc_unsupported"
-        else:
-            message = f"camera {camera.name!r} has no live stream Google can serve"
-            reason = "no_live_stream"
+        message = f"camera {camera.name!r} has no live stream Google can serve"
         logger.error(message)
         await self._bus.publish(Event("camera", "error", camera.id,
-                                      _details(camera, error=message, reason=reason)))
-        raise NotSupported(message) if reason == "webrtc_unsupported" else Invalid(message)
+                                      _details(camera, error=message, reason="no_live_stream")))
+        raise Invalid(message)
 
     async def _generate(self, session: _Session) -> None:
         camera = session.camera
