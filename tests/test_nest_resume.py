@@ -12,13 +12,11 @@ import secrets
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from nestmtx_sidecar.nest.quota import QuotaLimiter, Quotas
 from tests.fakes.google import FakeGoogle, camera
 from tests.mediamtx import MediaMTX, hook_settings
 from tests.nest_support import RtspReceiver, rtsp_camera
@@ -26,7 +24,6 @@ from tests.process_support import enable_cameras, source
 from tests.services import (
     ROOT,
     SidecarProcess,
-    create_database,
     free_port,
     require_binary,
     start_sidecar,
@@ -185,34 +182,3 @@ async def mediamtx_config(data_dir: Path) -> dict[str, Any]:
     stdout, stderr = await proc.communicate()
     assert proc.returncode == 0, stderr.decode()
     return yaml.safe_load(stdout)["paths"]
-
-
-async def test_rtsp_lifecycle_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
-    require_binary("ffmpeg", "apt-get install ffmpeg")
-    database_url = await create_database(postgres_url, f"n{uuid.uuid4().hex}")
-    with rtsp_camera() as source_url:
-        google = FakeGoogle(rtsp_url=source_url, stream_lifetime=4.0, quota_window=6.0)
-        async with google.serve(), cameras_ready(tmp_path, google,
-                                                 database_url=database_url) as (
-                running, events, _client, _ids):
-            running.sidecar.nest.sdm.limiter = QuotaLimiter(Quotas(window=6.0))
-            rtsp_port = free_port()
-            receiver = RtspReceiver(rtsp_port, "cam0")
-            await receiver.start()
-            mediamtx = MediaMTX(hook_settings(), {
-                "PATH": HOOK_PATH, "NESTMTX_URL": running.url,
-                "NESTMTX_HOOK_SECRET": running.hook_secret}, rtsp_port=rtsp_port)
-            hook = await mediamtx.start("demand", "cam0")
-            try:
-                assert await receiver.wait_frames() >= 30
-                await events.wait("camera", "extended", count=2, within=15)
-            finally:
-                await hook.stop()
-                await receiver.stop()
-            undemand = await mediamtx.run("unDemand", "cam0")
-            assert undemand.returncode == 0
-            await events.wait("camera", "unDemand")
-            stops = [c for c in google.calls if c.endpoint == "StopRtspStream"]
-            assert [c.status for c in stops] == [200]
-            assert google.count("ExtendRtspStream", status=200) >= 2
-            assert google.count("GenerateRtspStream") == 1

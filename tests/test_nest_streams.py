@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import itertools
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from nestmtx_sidecar.nest.quota import QuotaLimiter, Quotas
 from tests.conftest import RunningSidecar
@@ -24,7 +26,7 @@ from tests.nest_support import (
     nest_sidecar,
     rtsp_camera,
 )
-from tests.services import free_port, require_binary
+from tests.services import create_database, free_port, require_binary
 
 
 @contextlib.asynccontextmanager
@@ -77,12 +79,18 @@ async def test_device_sync_upserts_and_marks_missing(tmp_path):
 
 
 
-async def test_stream_lifecycle_through_the_demand_hook(tmp_path):
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_stream_lifecycle_through_the_demand_hook(tmp_path, store, request):
     require_binary("ffmpeg", "apt-get install ffmpeg")
+    database_url = ""
+    if store == "postgresql":
+        database_url = await create_database(request.getfixturevalue("postgres_url"),
+                                             f"n{uuid.uuid4().hex}")
     with rtsp_camera() as source:
         # Google's 5-minute streams and 1-minute quota window, both scaled down alike
         google = FakeGoogle(rtsp_url=source, stream_lifetime=4.0, quota_window=6.0)
-        async with google.serve(), cameras_ready(tmp_path, google) as (
+        async with google.serve(), cameras_ready(tmp_path, google,
+                                                 database_url=database_url) as (
                 running, events, _client, _ids):
             running.sidecar.nest.sdm.limiter = QuotaLimiter(Quotas(window=6.0))
             rtsp_port = free_port()
