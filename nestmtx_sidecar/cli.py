@@ -22,6 +22,14 @@ class RedactingFormatter(logging.Formatter):
         return self._redact(super().format(record))
 
 
+def _websocket_access_line(record: logging.LogRecord) -> bool:
+    """False for uvicorn's per-websocket INFO lines (handshake, open, close): access lines,
+    which the log stream would send to every subscriber on every connect."""
+    return not (record.levelno == logging.INFO and (
+        record.msg in ("connection open", "connection closed")
+        or str(record.msg).startswith('%s - "WebSocket ')))
+
+
 def configure_logging(settings: Settings, redactor: Redactor, stream: LogStream) -> None:
     logging.addLevelName(TRACE, "TRACE")
     console = logging.StreamHandler(sys.stderr)
@@ -31,6 +39,7 @@ def configure_logging(settings: Settings, redactor: Redactor, stream: LogStream)
     root.setLevel(settings.python_log_level)
     # Per-request access lines would flood the log stream; errors still come through.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").addFilter(_websocket_access_line)
     # aiosqlite's debug lines carry SQL parameters: password hashes and encrypted secrets.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
