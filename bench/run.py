@@ -39,6 +39,7 @@ SERVERS = ("node", "python", "sidecar")
 VARIANTS = ("stock-deflate", "stock", "queue")  # the sidecar itself is the `direct` variant
 SCENARIOS = ("latency", "throughput", "rss", "variants", "subscription", "hook")
 PAGE = 1024 * 1024
+POST_TIMEOUT = 30.0  # a server that falls behind shows as latency, not as a crashed run
 
 
 def free_port() -> int:
@@ -302,7 +303,7 @@ async def latency(fleet: Fleet, events: int, rate: float,
     receivers = receivers or fleet.sockets
     cpu = cpu_seconds(fleet.server.pid)
     sent = 0
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=POST_TIMEOUT) as client:
         start = time.monotonic()
         for seq in range(events):
             await asyncio.sleep(max(start + seq / rate - time.monotonic(), 0))
@@ -321,7 +322,7 @@ async def throughput(fleet: Fleet, events: int, seconds: float = 10) -> dict[str
     sent = [0] * POSTERS
 
     async def poster(index: int) -> None:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=POST_TIMEOUT) as client:
             for seq in range(events // POSTERS):
                 if time.monotonic() > deadline:
                     return
@@ -480,6 +481,9 @@ def table(results: dict[str, Any]) -> str:
                   "p99 vs node | events/s vs node |", "|---|---|---|---|---|---|---|"]
         node = servers.get("node", {})
         for name, v in variants.items():
+            if "error" in v:
+                lines.append(f"| {name} | failed: {v['error']} |")
+                continue
             lat, thr = v["latency_100"], v["throughput_100"]
             lines.append(
                 f"| {name} | {lat['p50_ms']} | {lat['p99_ms']} | {thr['events_per_s']} | "
@@ -488,14 +492,14 @@ def table(results: dict[str, Any]) -> str:
                 f"{ratio(thr['events_per_s'], node.get('throughput_100', {}).get('events_per_s'))}"
                 " |")
     sub = results.get("subscription")
-    if sub:
+    if sub and "error" not in sub:
         lines += ["", "| 1000 sockets, 10 receiving | p50 ms | p99 ms | server CPU us/event |",
                   "|---|---|---|---|"]
         for label, v in sub.items():
             lines.append(f"| {label} | {v['p50_ms']} | {v['p99_ms']} | "
                          f"{v['server_cpu_us_per_event']} |")
     hooks = results.get("hook")
-    if hooks:
+    if hooks and "error" not in hooks:
         lines += ["", "| one hook invocation (median wall) | ms |", "|---|---|",
                   f"| hooks/nestmtx-hook with curl | {hooks['curl_ms']} |",
                   f"| hooks/nestmtx-hook with BusyBox wget | {hooks['busybox_wget_ms']} |",
@@ -503,36 +507,40 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace) -> None:
+async def attempt(results: dict[str, Any], key: str, label: str, measure: Any) -> None:
+    """One measurement; a failure is recorded (and the run goes on) rather than losing all."""
+    print(f"measuring {label} ...", file=sys.stderr, flush=True)
+    try:
+        results[key] = await measure
+    except Exception as exc:
+        print(f"  {label} failed: {exc!r}", file=sys.stderr, flush=True)
+        results[key] = {"error": repr(exc)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = set(args.only)
     results: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat(),
-                               "machine": machine(), "servers": {}}
+                               "machine": machine(), "servers": {}, "variants": {}}
     with tempfile.TemporaryDirectory(prefix="nestmtx-bench-") as tmp:
         workdir = Path(tmp)
         if scenarios & {"latency", "throughput", "rss"}:
             for name in args.servers:
-                print(f"measuring {name} ...", file=sys.stderr, flush=True)
-                results["servers"][name] = await measure_server(name, workdir, scenarios)
+                await attempt(results["servers"], name, name,
+                              measure_server(name, workdir, scenarios))
         if "variants" in scenarios:
-            results["variants"] = {}
             for name in args.variants:
-                print(f"measuring variant {name} ...", file=sys.stderr, flush=True)
-                results["variants"][name] = await measure_variant(name, workdir)
+                await attempt(results["variants"], name, f"variant {name}",
+                              measure_variant(name, workdir))
             product = results["servers"].get("sidecar", {})
             if "latency_100" in product and "throughput_100" in product:
                 results["variants"]["direct"] = {
                     k: product[k] for k in ("latency_100", "throughput_100")}
         if "subscription" in scenarios:
-            print("measuring topic subscription ...", file=sys.stderr, flush=True)
-            results["subscription"] = await measure_subscription(workdir)
+            await attempt(results, "subscription", "topic subscription",
+                          measure_subscription(workdir))
         if "hook" in scenarios:
-            print("measuring hook invocations ...", file=sys.stderr, flush=True)
-            results["hook"] = await measure_hooks(workdir)
-    print(table(results))
-    out = BENCH / "results" / f"{results['started'][:19].replace(':', '')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten {out.relative_to(ROOT)}")
+            await attempt(results, "hook", "hook invocations", measure_hooks(workdir))
+    return results
 
 
 def machine() -> dict[str, Any]:
@@ -553,7 +561,12 @@ def main() -> None:
     args = parser.parse_args()
     subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund", "--silent"],
                    check=True)
-    asyncio.run(run(args))
+    results = asyncio.run(run(args))
+    print(table(results))
+    out = BENCH / "results" / f"{results['started'][:19].replace(':', '')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
