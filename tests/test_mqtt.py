@@ -383,7 +383,10 @@ async def test_a_broker_restart_mid_stream_loses_no_event(
     broker.start()
     async with Watcher(broker, **session) as watcher:  # the session remembers the subscription
         await watcher.expect(topic, lambda m: decode(m)["details"]["query"] == "8")
-        assert numbers(watcher) == ["4", "5", "6", "7", "8"]
+        # QoS 1 is at least once: the broker may hand "3" over again if the watcher's
+        # acknowledgement did not reach it before it stopped. Nothing may be missing.
+        fresh = [n for n in numbers(watcher) if n not in ("1", "2", "3")]
+        assert fresh == ["4", "5", "6", "7", "8"]
     assert mqtt_server.sidecar.mqtt is not None and mqtt_server.sidecar.mqtt.dropped == 0
 
 
