@@ -112,3 +112,11 @@ def test_redactor_removes_secret_shapes_and_known_values() -> None:
                    ODD_SECRET, "opaque-bearer-value"):
         assert secret not in text
     assert "rtsp://h/x?auth=" + REDACTED + "&y=1" in text and " short " in text
+
+
+def test_unknown_users_are_checked_against_a_hash_as_costly_as_a_real_one() -> None:
+    from nestmtx_sidecar.modules.auth import _DUMMY_HASH
+    from nestmtx_sidecar.security import hash_password, verify_password
+
+    assert _DUMMY_HASH.split("$")[:4] == hash_password("x").split("$")[:4]  # same cost
+    assert verify_password("timing-equaliser", _DUMMY_HASH)
