@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.nest_webrtc import FakeNestWebRtc, NestApiError
-from tests.services import free_port
+from tests.services import free_port, serving
 
 PREFIX = "sdm.devices.commands.CameraLiveStream."
 STREAM_COMMANDS = {PREFIX + name for name in (
@@ -150,19 +150,10 @@ class FakeGoogle:
             Route("/v1/enterprises/{project}/devices/{device}:executeCommand", self._execute,
                   methods=["POST"]),
         ])
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_config=None, lifespan="off"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
         self.url = f"http://127.0.0.1:{port}"
-        try:
+        async with serving(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                          lifespan="off")):
             yield self
-        finally:
-            server.should_exit = True
-            await task
 
     async def _scripted(self, endpoint: str) -> Any:
         queue = self._failures.get(endpoint)
