@@ -14,6 +14,7 @@ import httpx
 import pytest
 import socketio
 
+from nestmtx_sidecar import gateway
 from nestmtx_sidecar.security import token_digest
 from nestmtx_sidecar.store import access_tokens
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
@@ -259,3 +260,19 @@ async def test_live_socket_is_dropped_when_its_token_expires(server: RunningSide
     assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
     assert asyncio.get_running_loop().time() - started < 3
     assert await Watched().refusal(server.url, auth={"token": token}) == "Token expired"
+
+
+async def test_a_token_revoked_elsewhere_drops_its_live_sockets_at_the_next_sweep(
+        server: RunningSidecar, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway, "TOKEN_SWEEP_SECONDS", 0.2)
+    sweep = asyncio.create_task(server.sidecar.gateway.sweep_tokens())  # a fast second sweeper
+    try:
+        client = Watched()
+        await client.connect(server.url, auth={"token": token})
+        # Another replica (or the CLI) deleted the token: no revocation reached this process.
+        async with server.sidecar.store.begin() as conn:
+            await conn.execute(access_tokens.delete()
+                               .where(access_tokens.c.digest == token_digest(token)))
+        assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+    finally:
+        sweep.cancel()
