@@ -41,6 +41,11 @@ def google_error(code: int, status: str, message: str) -> JSONResponse:
                         status_code=code)
 
 
+def _no_stream() -> JSONResponse:
+    """Google's answer to an extension token it does not (or no longer) know."""
+    return google_error(400, "FAILED_PRECONDITION", "The stream has expired or does not exist.")
+
+
 def rate_limited(scope: str) -> JSONResponse:
     return google_error(429, "RESOURCE_EXHAUSTED",
                         f"Rate limited for the ExecuteDeviceCommand API for the {scope}.")
@@ -281,9 +286,11 @@ class FakeGoogle:
         self.streams[stream.extension_token] = stream
         return stream
 
-    def _live(self, token: Any) -> Stream | None:
+    def _live(self, token: Any, device: str) -> Stream | None:
+        """The device's stream behind an extension token, while Google would still know it."""
         stream = self.streams.get(str(token))
-        if stream is None or stream.stopped or stream.expires_at <= time.monotonic():
+        if stream is None or stream.stopped or stream.expires_at <= time.monotonic() \
+                or stream.device != device:
             return None
         return stream
 
@@ -296,10 +303,9 @@ class FakeGoogle:
             "expiresAt": self._expires_at(stream.expires_at)}})
 
     async def _ExtendRtspStream(self, name: str, params: dict[str, Any]) -> Response:
-        old = self._live(params.get("streamExtensionToken"))
-        if old is None or old.device != name:
-            return google_error(400, "FAILED_PRECONDITION",
-                                "The stream has expired or does not exist.")
+        old = self._live(params.get("streamExtensionToken"), name)
+        if old is None:
+            return _no_stream()
         old.stopped = True  # the old extension token is spent
         stream = self._new_stream(name)
         return JSONResponse({"results": {
@@ -308,10 +314,9 @@ class FakeGoogle:
             "expiresAt": self._expires_at(stream.expires_at)}})
 
     async def _StopRtspStream(self, name: str, params: dict[str, Any]) -> Response:
-        stream = self._live(params.get("streamExtensionToken"))
-        if stream is None or stream.device != name:
-            return google_error(400, "FAILED_PRECONDITION",
-                                "The stream has expired or does not exist.")
+        stream = self._live(params.get("streamExtensionToken"), name)
+        if stream is None:
+            return _no_stream()
         stream.stopped = True
         return JSONResponse({"results": {}})
 
