@@ -121,18 +121,10 @@ class RedisLease(Lease):
         return bool(await self._lock.acquire(token=self.holder_id))
 
     async def _renew(self) -> bool:
-        try:
-            await self._lock.reacquire()
-        except LockError:
-            return False
-        return True
+        return await _held(self._lock.reacquire())
 
     async def _release(self) -> bool:
-        try:
-            await self._lock.release()
-        except LockError:
-            return False
-        return True
+        return await _held(self._lock.release())
 
 
 class PostgresLease(Lease):
@@ -215,3 +207,12 @@ def make_lease(name: str, store: Store, redis_client: aioredis.Redis | None) -> 
     if redis_client is not None:
         return RedisLease(redis_client, name)
     return LocalLease(name)
+
+
+async def _held(operation: Awaitable[Any]) -> bool:
+    """False when redis-py says the lock is no longer ours (expired or taken over)."""
+    try:
+        await operation
+    except LockError:
+        return False
+    return True
