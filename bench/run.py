@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ SERVERS = ("node", "python", "sidecar")
 VARIANTS = ("stock-deflate", "stock", "queue")  # the sidecar itself is the `direct` variant
 SCENARIOS = ("latency", "throughput", "rss", "variants", "subscription", "hook")
 PAGE = 1024 * 1024
+RUNTIME_VENV = BENCH / ".venv"
 POST_TIMEOUT = 30.0  # a server that falls behind shows as latency, not as a crashed run
 
 
@@ -75,6 +77,26 @@ def percentile(hist: dict[int, int], fraction: float) -> float | None:
 
 
 # Servers ---------------------------------------------------------------------------------
+
+
+def runtime_python() -> str:
+    """An interpreter with only the project's runtime dependencies, as the image installs.
+
+    The Python servers run on it, so their RSS is the product's: the test extras (aiohttp,
+    and what python-engineio's client imports when it finds them) add ~16 MiB to any
+    process that imports socketio. The project itself comes from this tree (PYTHONPATH).
+    Built once into bench/.venv and rebuilt when pyproject's dependency list changes.
+    """
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    python, stamp = RUNTIME_VENV / "bin" / "python", RUNTIME_VENV / "dependencies.txt"
+    wanted = "\n".join(deps)
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
+        print("installing the runtime dependencies into bench/.venv ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(RUNTIME_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                        "--disable-pip-version-check", *deps], check=True)
+        stamp.write_text(wanted)
+    return str(python)
 
 
 @dataclass
@@ -129,11 +151,11 @@ async def serve(name: str, workdir: Path) -> AsyncIterator[Server]:
     """One server process: `node`, `python`, `sidecar` or a sidecar variant."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if name == "node":
         argv, probe = ["node", str(BENCH / "baselines" / "node_reemitter.js"), str(port)], "/"
     elif name == "python":
-        argv = [sys.executable, str(BENCH / "baselines" / "python_reemitter.py"), str(port)]
+        argv = [runtime_python(), str(BENCH / "baselines" / "python_reemitter.py"), str(port)]
         probe = "/"
     else:
         from cryptography.fernet import Fernet
@@ -145,8 +167,8 @@ async def serve(name: str, workdir: Path) -> AsyncIterator[Server]:
                    NESTMTX_APP_KEY=Fernet.generate_key().decode(),
                    NESTMTX_HOOK_SECRET="bench-hook-secret")
         await seed_sidecar(env)
-        argv = ([sys.executable, "-m", "nestmtx_sidecar", "serve"] if name == "sidecar" else
-                [sys.executable, str(BENCH / "serve_variant.py"), name])
+        argv = ([runtime_python(), "-m", "nestmtx_sidecar", "serve"] if name == "sidecar" else
+                [runtime_python(), str(BENCH / "serve_variant.py"), name])
         probe = "/healthz"
     log = (workdir / f"{name}-{port}.log").open("wb")
     # Popen returns at once (output goes to a file): nothing here blocks the loop.
@@ -561,6 +583,8 @@ def main() -> None:
     args = parser.parse_args()
     subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund", "--silent"],
                    check=True)
+    if {"python", "sidecar"} & set(args.servers):
+        runtime_python()  # built before the run, not inside a measurement
     results = asyncio.run(run(args))
     print(table(results))
     out = BENCH / "results" / f"{results['started'][:19].replace(':', '')}.json"
