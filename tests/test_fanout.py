@@ -91,6 +91,32 @@ async def test_every_subscriber_gets_every_event_once_in_order(
         assert used.direct_writes == 0
 
 
+async def raw_subscriber(server: RunningSidecar, token: str) -> websockets.ClientConnection:
+    """A websocket client speaking engine.io and Socket.IO by hand: light enough for hundreds."""
+    sock = await websockets.connect(
+        f"ws://127.0.0.1:{server.settings.port}/socket.io/?EIO=4&transport=websocket",
+        max_size=None, compression=None)
+    json.loads((await sock.recv())[1:])  # engine.io OPEN
+    await sock.send("40" + json.dumps({"token": token}))
+    assert (await sock.recv()).startswith("40")
+    return sock
+
+
+async def test_an_event_reaches_each_of_many_sockets_in_one_write(
+        server: RunningSidecar) -> None:
+    # 400 sockets x 3 frames: more than one burst slice used to hold, which flushed each
+    # socket's three frames as three writes.
+    token = await server.login()
+    sockets = [await raw_subscriber(server, token) for _ in range(400)]
+    writes = manager(server).transport_writes
+    (event,) = await publish(server, 1)
+    for sock in sockets:
+        frames = [await asyncio.wait_for(sock.recv(), 10) for _ in event.topics]
+        assert tuple(json.loads(f[2:])[0] for f in frames) == event.topics
+    assert manager(server).transport_writes - writes == len(sockets)
+    await asyncio.gather(*(sock.close() for sock in sockets))
+
+
 async def test_topic_subscription_narrows_what_a_socket_receives(server: RunningSidecar) -> None:
     token = await server.login()
     everything, chosen = Subscriber(), Subscriber()
@@ -114,14 +140,8 @@ async def test_a_stalled_client_is_cut_loose_without_delaying_the_others(
     token = await server.login()
     healthy = Subscriber()
     await healthy.client.connect(server.url, auth={"token": token}, transports=["websocket"])
-    # A raw websocket client that completes the Socket.IO handshake and then stops reading.
-    stalled = await websockets.connect(
-        f"ws://127.0.0.1:{server.settings.port}/socket.io/?EIO=4&transport=websocket",
-        max_size=None, compression=None)
-    json.loads((await stalled.recv())[1:])  # engine.io OPEN
-    await stalled.send("40" + json.dumps({"token": token}))
-    assert (await stalled.recv()).startswith("40")
-    stalled.transport.pause_reading()
+    stalled = await raw_subscriber(server, token)
+    stalled.transport.pause_reading()  # completed the handshake; now it stops reading
     dropped_before = manager(server).dropped_clients
     # 3000 frames of 5 KiB, in rounds the healthy client keeps up with, while the stalled
     # one falls behind past the queue and write-buffer bounds.
