@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import shutil
@@ -150,3 +151,16 @@ async def _replayed_logs(url: str, token: str) -> list[dict]:
     finally:
         await client.disconnect()
     return entries
+
+
+def test_serve_collects_rarely_and_never_rescans_start_up_objects() -> None:
+    from nestmtx_sidecar.cli import GC_YOUNG_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 10_000  # every module and object start-up made
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
