@@ -271,6 +271,10 @@ class Fleet:
     async def reset(self) -> None:
         await asyncio.gather(*(p.ask("reset", "reset") for p in self.procs))
 
+    def cpu_seconds(self) -> float:
+        """CPU time of all subscriber processes so far."""
+        return sum(cpu_seconds(p.proc.pid) for p in self.procs)
+
     async def report(self) -> dict[str, Any]:
         reports = await asyncio.gather(*(p.ask("report", "report") for p in self.procs))
         hist: dict[int, int] = {}
@@ -351,10 +355,16 @@ async def throughput(fleet: Fleet, events: int, seconds: float = 10) -> dict[str
                 assert await post_hook(client, fleet.server, f"{CAMERA_PATH}-{index}", seq)
                 sent[index] += 1
 
+    server_cpu, client_cpu = cpu_seconds(fleet.server.pid), fleet.cpu_seconds()
     started = time.time() * 1000
     await asyncio.gather(*(poster(i) for i in range(POSTERS)))
     report = await drain(fleet, sum(sent), fleet.sockets, 30)
     result = summarise(report, sum(sent), fleet.sockets)
+    events = max(sum(sent), 1)
+    result["server_cpu_us_per_event"] = round(
+        (cpu_seconds(fleet.server.pid) - server_cpu) / events * 1e6)
+    result["subscriber_cpu_us_per_event"] = round(
+        (fleet.cpu_seconds() - client_cpu) / events * 1e6)
     last = report["last"] or started
     result["events_per_s"] = round(sum(sent) / max((last - started) / 1000, 1e-6), 1)
     return result
@@ -411,7 +421,7 @@ async def measure_server(name: str, workdir: Path, scenarios: set[str]) -> dict[
                 await fleet.grow_to(1000)
                 out["rss_1000_mib"] = round(rss_mib(server.pid), 1)
             if "latency" in scenarios:
-                out["latency_1000"] = await latency(fleet, 60, 10)
+                out["latency_1000"] = await latency(fleet, 150, 10)
         finally:
             await fleet.stop()
     return out
@@ -472,19 +482,58 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"x{value / base:.2f}"
 
 
+def figure(servers: dict[str, Any], name: str, key: str, metric: str) -> Any:
+    value = servers.get(name, {}).get(key)
+    return (value or {}).get(metric) if metric else value
+
+
+def round_ratio(rounds: list[dict[str, Any]], key: str, metric: str, base: str) -> str:
+    """The sidecar's figure over `base`'s: the median of the ratios taken within each round.
+
+    Both servers in a round ran minutes apart on the same machine; a ratio within a round
+    cancels most of what the machine's load does to both, a ratio of medians would not.
+    """
+    ratios = []
+    for servers in rounds:
+        side, other = figure(servers, "sidecar", key, metric), figure(servers, base, key, metric)
+        if isinstance(side, int | float) and isinstance(other, int | float) and other:
+            ratios.append(side / other)
+    return f"x{statistics.median(ratios):.2f}" if ratios else "-"
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's figures over rounds: medians, except losses and order errors, which add up
+    (one lost frame in any round must show). Failed rounds are left out."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return rounds[-1] if rounds else {}
+    out: dict[str, Any] = {}
+    for key, value in good[0].items():
+        values = [r[key] for r in good if key in r]
+        if isinstance(value, dict):
+            out[key] = combine(values)
+        elif key in ("lost_frames", "order_errors"):
+            out[key] = sum(values)
+        elif all(isinstance(v, int | float) for v in values):
+            out[key] = round(statistics.median(values), 3)
+        else:
+            out[key] = value
+    return out
+
+
 def table(results: dict[str, Any]) -> str:
     servers = results.get("servers", {})
+    rounds = results.get("rounds") or [servers]
     rows = []
 
     def row(label: str, key: str, metric: str, unit: str) -> None:
-        values = {n: (servers.get(n, {}).get(key) or {}).get(metric) if metric else
-                  servers.get(n, {}).get(key) for n in SERVERS}
+        values = {n: figure(servers, n, key, metric) for n in SERVERS}
         if all(v is None for v in values.values()):
             return
-        side = values["sidecar"]
         rows.append(f"| {label} | " + " | ".join(
             "-" if values[n] is None else f"{values[n]}{unit}" for n in SERVERS) +
-            f" | {ratio(side, values['node'])} | {ratio(side, values['python'])} |")
+            f" | {round_ratio(rounds, key, metric, 'node')} | "
+            f"{round_ratio(rounds, key, metric, 'python')} |")
 
     for n in (1, 100, 1000):
         row(f"latency p50, {n} subscribers", f"latency_{n}", "p50_ms", " ms")
@@ -542,13 +591,18 @@ async def attempt(results: dict[str, Any], key: str, label: str, measure: Any) -
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = set(args.only)
     results: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat(),
-                               "machine": machine(), "servers": {}, "variants": {}}
+                               "machine": machine(), "rounds": [], "servers": {}, "variants": {}}
     with tempfile.TemporaryDirectory(prefix="nestmtx-bench-") as tmp:
         workdir = Path(tmp)
         if scenarios & {"latency", "throughput", "rss"}:
-            for name in args.servers:
-                await attempt(results["servers"], name, name,
-                              measure_server(name, workdir, scenarios))
+            for number in range(1, args.rounds + 1):
+                measured: dict[str, Any] = {}
+                for name in args.servers:
+                    await attempt(measured, name, f"{name} (round {number}/{args.rounds})",
+                                  measure_server(name, workdir, scenarios))
+                results["rounds"].append(measured)
+            results["servers"] = {name: combine([r[name] for r in results["rounds"]])
+                                  for name in args.servers}
         if "variants" in scenarios:
             for name in args.variants:
                 await attempt(results["variants"], name, f"variant {name}",
@@ -580,6 +634,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every server this many times, in turn (default 3)")
     args = parser.parse_args()
     subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund", "--silent"],
                    check=True)

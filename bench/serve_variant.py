@@ -18,6 +18,7 @@ import socketio
 import uvicorn
 
 from nestmtx_sidecar.app import Sidecar, create_app
+from nestmtx_sidecar.cli import tune_gc
 from nestmtx_sidecar.config import load_settings, with_generated_secrets
 from nestmtx_sidecar.fanout import FastManager
 
@@ -36,7 +37,9 @@ def main(variant: str) -> None:
     elif variant == "queue":
         assert isinstance(sio.manager, FastManager)
         sio.manager.fast_path = False
-    uvicorn.run(create_app(sidecar), host=sidecar.settings.host, port=sidecar.settings.port,
+    app = create_app(sidecar)
+    tune_gc()  # as `serve` does: only the fan-out step differs between variants
+    uvicorn.run(app, host=sidecar.settings.host, port=sidecar.settings.port,
                 log_config=None, ws_per_message_deflate=variant == "stock-deflate")
 
 
