@@ -415,7 +415,11 @@ async def measure_server(name: str, workdir: Path, scenarios: set[str]) -> dict[
                 out["latency_100"] = await latency(fleet, 300, 100)
             if "throughput" in scenarios:
                 out["throughput_100"] = await throughput(fleet, 2000)
+            if scenarios & {"latency", "throughput"}:
                 await fleet.grow_to(300)
+            if "latency" in scenarios:
+                out["latency_300"] = await latency(fleet, 300, 30)
+            if "throughput" in scenarios:
                 out["throughput_300"] = await throughput(fleet, 1200)
             if "latency" in scenarios or "rss" in scenarios:
                 await fleet.grow_to(1000)
@@ -535,12 +539,15 @@ def table(results: dict[str, Any]) -> str:
             f" | {round_ratio(rounds, key, metric, 'node')} | "
             f"{round_ratio(rounds, key, metric, 'python')} |")
 
-    for n in (1, 100, 1000):
+    for n in (1, 100, 300, 1000):
         row(f"latency p50, {n} subscribers", f"latency_{n}", "p50_ms", " ms")
         row(f"latency p99, {n} subscribers", f"latency_{n}", "p99_ms", " ms")
     for n in (100, 300):
         row(f"events/s, {n} subscribers", f"throughput_{n}", "events_per_s", "")
         row(f"lost frames, {n} subscribers", f"throughput_{n}", "lost_frames", "")
+        row(f"p99 while saturated, {n} subscribers", f"throughput_{n}", "p99_ms", " ms")
+        row(f"subscriber CPU per event, {n} subscribers", f"throughput_{n}",
+            "subscriber_cpu_us_per_event", " us")
     row("server CPU per event, 100 subscribers", "latency_100", "server_cpu_us_per_event", " us")
     row("RSS idle", "rss_idle_mib", "", " MiB")
     row("RSS with 1000 sockets", "rss_1000_mib", "", " MiB")
