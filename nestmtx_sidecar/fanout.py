@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
 import engineio
 import socketio
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as engineio_asgi
 from socketio import packet as sio_packet
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 logger = logging.getLogger(__name__)
 
@@ -105,15 +106,16 @@ class _Cork:
         """Bytes bound for this connection that it has not taken yet."""
         return transport.get_write_buffer_size() + self._pending_bytes.get(transport, 0)
 
-    def write(self, transport: Any, frame: bytes) -> None:
+    def write(self, transport: Any, data: bytes, frames: int = 1) -> None:
+        """Cork `data` (whole websocket frames, `frames` of them) for this connection."""
         chunks = self._pending.get(transport)
         if chunks is None:
-            self._pending[transport] = [frame]
-            self._pending_bytes[transport] = len(frame)
+            self._pending[transport] = [data]
+            self._pending_bytes[transport] = len(data)
         else:
-            chunks.append(frame)
-            self._pending_bytes[transport] += len(frame)
-        self.frames += 1
+            chunks.append(data)
+            self._pending_bytes[transport] += len(data)
+        self.frames += frames
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -137,6 +139,7 @@ class FastManager(socketio.AsyncManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cork = _Cork()
+        self._order = asyncio.Lock()
         self.fast_path = fast_path_supported()
         self.dropped_clients = 0
         self.direct_writes = 0  # frames corked onto a transport
@@ -157,24 +160,64 @@ class FastManager(socketio.AsyncManager):
                    skip_sid: Any = None, callback: Any = None, to: Any = None,
                    **kwargs: Any) -> None:
         room = to or room
-        if callback is not None or namespace not in self.rooms:
+        encoded = None
+        if callback is None and namespace in self.rooms:
+            encoded = self._encode(event, data, namespace)
+        if encoded is None:  # acks and binary attachments: python-socketio's own path
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                callback=callback, **kwargs)
             return
+        rooms = list(room) if isinstance(room, list | tuple) else [room]
+        async with self._order:
+            await self._deliver([encoded], namespace, {r: (0,) for r in rooms}, skip_sid)
+
+    async def emit_each(self, emits: Sequence[tuple[str, Any, list[str]]],
+                        namespace: str = "/") -> None:
+        """(event, data, rooms) emits in order, as `emit` one after the other would send them.
+
+        On one node, each socket is visited once and gets the frames meant for it in one
+        piece. A pub/sub manager publishes each emit for every node to deliver.
+        """
+        encoded = ([] if isinstance(self, AsyncPubSubManager) or
+                   namespace not in self.rooms else
+                   [self._encode(event, data, namespace) for event, data, _ in emits])
+        if not encoded or None in encoded:
+            for event, data, rooms in emits:
+                await self.emit(event, data, namespace, room=rooms)
+            return
+        targets: dict[str, tuple[int, ...]] = {}  # room -> the emits it receives, in order
+        for index, (_, _, rooms) in enumerate(emits):
+            for room in rooms:
+                targets[room] = (*targets.get(room, ()), index)
+        async with self._order:
+            await self._deliver(cast(list[str], encoded), namespace, targets, None)
+
+    def _encode(self, event: str, data: Any, namespace: str) -> str | None:
+        """The packet every recipient gets; None when it has binary attachments."""
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
         encoded = self.server.packet_class(
             sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-        if isinstance(encoded, list):  # binary attachments: leave them to the stock path
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
-            return
-        await self._deliver(encoded, namespace, room, skip_sid)
+        return None if isinstance(encoded, list) else encoded
 
-    async def _deliver(self, encoded: str, namespace: str, room: Any, skip_sid: Any) -> None:
+    async def _deliver(self, packets: list[str], namespace: str,
+                       targets: dict[Any, tuple[int, ...]], skip_sid: Any) -> None:
+        """Each socket in the target rooms gets the packets its rooms call for, in order, once.
+
+        Callers hold `_order`: a delivery that yields mid-way must finish before the next
+        starts, or sockets later in its loop would get the next packets first.
+        """
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        frame: bytes | None = None
+        recipients: dict[str, tuple[str, tuple[int, ...]]] = {}
+        for room, indices in targets.items():
+            for sid, eio_sid in self.get_participants(namespace, room):
+                known = recipients.get(eio_sid)
+                if known is not None and known[1] != indices:  # in several target rooms
+                    indices = tuple(sorted({*known[1], *indices}))
+                recipients[eio_sid] = (sid, indices)
+        eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in packets]
+        pieces: dict[tuple[int, ...], bytes] = {}  # frames built once per combination
         sockets = self.server.eio.sockets
-        for sid, eio_sid in self.get_participants(namespace, room):
+        for eio_sid, (sid, indices) in recipients.items():
             if sid in skip:
                 continue
             socket = sockets.get(eio_sid)
@@ -185,15 +228,18 @@ class FastManager(socketio.AsyncManager):
                 if self._cork.buffered(transport) > MAX_WRITE_BUFFER:
                     self._overflow(sid, namespace, socket)
                     continue
-                if frame is None:
-                    frame = text_frame(eio_pkt.encode().encode())
-                self._cork.write(transport, frame)
-                self.direct_writes += 1
-            elif socket.queue.qsize() >= MAX_QUEUED_PACKETS:
+                piece = pieces.get(indices)
+                if piece is None:
+                    piece = pieces[indices] = b"".join(
+                        text_frame(eio_pkts[i].encode().encode()) for i in indices)
+                self._cork.write(transport, piece, len(indices))
+                self.direct_writes += len(indices)
+            elif socket.queue.qsize() + len(indices) > MAX_QUEUED_PACKETS:
                 self._overflow(sid, namespace, socket)
             else:
-                socket.queue.put_nowait(eio_pkt)
-                self.queued_writes += 1
+                for i in indices:
+                    socket.queue.put_nowait(eio_pkts[i])
+                self.queued_writes += len(indices)
             if self._cork.frames >= YIELD_EVERY:
                 await asyncio.sleep(0)
 
@@ -228,3 +274,13 @@ def fast_manager_class(base: type[socketio.AsyncManager]) -> type[socketio.Async
     if base is socketio.AsyncManager:
         return FastManager
     return type(f"Fast{base.__name__}", (base, FastManager), {})
+
+
+async def emit_in_order(sio: socketio.AsyncServer, emits: Sequence[tuple[str, Any, list[str]]],
+                        namespace: str = "/") -> None:
+    """(event, data, rooms) emits in order: in one pass over the sockets where the manager can."""
+    if isinstance(sio.manager, FastManager):
+        await sio.manager.emit_each(emits, namespace)
+        return
+    for event, data, rooms in emits:
+        await sio.emit(event, data, to=rooms, namespace=namespace)

@@ -13,6 +13,7 @@ import socketio
 from .dispatch import Dispatcher
 from .errors import Invalid, Unauthorized
 from .events import Event
+from .fanout import emit_in_order
 from .modules import Caller
 from .modules.auth import Auth
 from .store import utcnow
@@ -70,12 +71,12 @@ class Gateway:
     async def publish(self, event: Event) -> None:
         """Bus subscriber: one event out under its three topics, to authenticated sockets."""
         payload = event.payload()
-        for topic in event.topics:
-            await self.sio.emit(topic, payload, to=[EVERYTHING, TOPIC_ROOM + topic])
+        await emit_in_order(self.sio, [(topic, payload, [EVERYTHING, TOPIC_ROOM + topic])
+                                       for topic in event.topics])
 
     async def send_logs(self, entries: list[dict[str, Any]]) -> None:
-        for entry in entries:
-            await self.sio.emit("log", entry, to=[EVERYTHING, TOPIC_ROOM + "log"])
+        await emit_in_order(self.sio, [("log", entry, [EVERYTHING, TOPIC_ROOM + "log"])
+                                       for entry in entries])
 
     async def sweep_tokens(self) -> None:
         """Drop sockets whose token was revoked elsewhere (another replica, the CLI)."""

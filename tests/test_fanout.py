@@ -12,6 +12,7 @@ import pytest
 import socketio
 import websockets
 
+from nestmtx_sidecar import fanout
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.fanout import FastManager, text_frame
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
@@ -114,6 +115,39 @@ async def test_an_event_reaches_each_of_many_sockets_in_one_write(
         frames = [await asyncio.wait_for(sock.recv(), 10) for _ in event.topics]
         assert tuple(json.loads(f[2:])[0] for f in frames) == event.topics
     assert manager(server).transport_writes - writes == len(sockets)
+    await asyncio.gather(*(sock.close() for sock in sockets))
+
+
+async def subscribe(sock: websockets.ClientConnection, topic: str) -> None:
+    await sock.send(f'421["subscribe",["{topic}"]]')
+    while not (await asyncio.wait_for(sock.recv(), 10)).startswith("431"):
+        pass  # log lines replayed on connect
+
+
+async def test_concurrent_deliveries_reach_every_socket_in_the_same_order(
+        server: RunningSidecar, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two deliveries that yield every few frames, to rooms that list the same sockets in
+    # opposite orders: each socket must still get them in one and the same order.
+    monkeypatch.setattr(fanout, "YIELD_EVERY", 2)
+    token = await server.login()
+    sockets = [await raw_subscriber(server, token) for _ in range(20)]
+    for sock in sockets:
+        await subscribe(sock, "camera:ready")
+    for sock in reversed(sockets):
+        await subscribe(sock, "log")
+    event = Event("camera", "ready", 7, {"path": "cam7"})
+    line = {"level": 30, "message": "marker", "time": 0}
+    await asyncio.gather(server.sidecar.bus.publish(event),
+                         server.sidecar.gateway.send_logs([line]))
+    orders = set()
+    for sock in sockets:
+        seen: list[str] = []
+        while len(seen) < 2:
+            name, data = json.loads((await asyncio.wait_for(sock.recv(), 10))[2:])
+            if data.get("entity") == 7 or data.get("message") == "marker":
+                seen.append(name)
+        orders.add(tuple(seen))
+    assert orders == {("camera:ready", "log")}
     await asyncio.gather(*(sock.close() for sock in sockets))
 
 
