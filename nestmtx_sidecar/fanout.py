@@ -11,7 +11,10 @@ managers, and changes only how an already-encoded packet reaches each local sock
   per-connection buffer that is written with one system call per loop turn ("cork");
 - otherwise the engine.io packet goes on the socket's own queue (`put_nowait`), exactly
   where the stock path would have put it, so order is kept and long-polling works;
-- emits with an acknowledgement callback or binary data take the stock path unchanged.
+- emits with an acknowledgement callback or binary data take the stock path unchanged;
+- `emit_each` takes several emits (an event's three topics, a burst of log lines) in one
+  pass: each socket is checked once and gets the frames meant for it as one piece;
+- deliveries run one at a time, so every socket sees the same order even when one yields.
 
 Every socket has a bound: a client whose queue or write buffer passes it is disconnected
 and counted instead of growing memory without limit. The fast path is tied to the engine.io
@@ -39,8 +42,9 @@ logger = logging.getLogger(__name__)
 MAX_QUEUED_PACKETS = 1000  # per socket; queued packets are shared, so this bounds references
 MAX_WRITE_BUFFER = 8 * 1024 * 1024  # per connection: corked plus unsent bytes
 # Corked frames between yields, so a burst lets the loop flush and breathe. Large enough that
-# one event (three frames) to 1000 sockets is corked whole: a yield inside it would flush
-# each socket's three frames as three writes (and three reads at the client), not one.
+# an event's frames to 1000 sockets are corked whole: every yield flushes, and where the
+# three emits arrive one by one (from Redis, with several nodes) a yield between them would
+# reach each socket as three writes (and three reads at the client), not one.
 YIELD_EVERY = 4096
 
 try:  # the one uvicorn protocol whose transport we know how to write frames to
