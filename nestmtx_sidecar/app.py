@@ -16,6 +16,7 @@ import socketio
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -25,7 +26,7 @@ from .dispatch import Dispatcher
 from .events import EventBus
 from .fanout import FastManager, fast_manager_class
 from .gateway import Gateway
-from .http_api import HttpApi, http_error, server_error
+from .http_api import HttpApi, IgnoreTrailingSlash, http_error, server_error
 from .lease import make_lease
 from .logstream import LogStream
 from .mediamtx_api import MediaMtxPaths
@@ -201,6 +202,7 @@ def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
             *http.routes,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(IgnoreTrailingSlash)],
         lifespan=lifespan,
     )
     return socketio.ASGIApp(sidecar.gateway.sio, other_asgi_app=starlette,

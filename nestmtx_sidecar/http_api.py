@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .dispatch import Dispatcher, Request, parse_json
 from .errors import BadRequest, SidecarError, Unauthorized, internal_error
@@ -43,6 +44,23 @@ class TooLarge(BadRequest):
 def error_response(error: SidecarError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return ApiResponse(error.to_dict(), status_code=error.status, headers=headers)
+
+
+class IgnoreTrailingSlash:
+    """Serves `/api/cameras/` as `/api/cameras` instead of redirecting to it.
+
+    Starlette answers a trailing slash with an empty 307, which API clients rarely follow
+    and cannot parse; NestMTX's router matches either form.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
 
 
 class HttpApi:
