@@ -174,20 +174,20 @@ class TokenKeeper:
         return account.google.token
 
     async def forget(self, credential_id: int) -> None:
-        account = self._accounts.pop(credential_id, None)
-        if account and account.task:
-            account.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await account.task
+        await _stop_refreshing(self._accounts.pop(credential_id, None))
 
     async def load(self, credential_id: int) -> None:
-        """Read a credential from the store and keep its token fresh from now on."""
-        await self.forget(credential_id)
+        """Read a credential from the store and keep its token fresh from now on.
+
+        The account read replaces the one held in a single step: an SDM call made while the
+        store is read still finds the token (a reload runs at every lease take-over).
+        """
         async with self._store.begin() as conn:
             row = (await conn.execute(
                 sa.select(credentials).where(credentials.c.id == credential_id)
             )).first()
         if row is None or row.refresh_token is None:
+            await self.forget(credential_id)
             return
         refresh_token = self._box.decrypt(row.refresh_token)
         access_token = self._box.decrypt(row.access_token)
@@ -203,7 +203,8 @@ class TokenKeeper:
             expiry=expiry,
             authenticated_before=row.authenticated_at is not None,
         )
-        self._accounts[credential_id] = account
+        replaced, self._accounts[credential_id] = self._accounts.get(credential_id), account
+        await _stop_refreshing(replaced)
         if row.auth_error == INVALID_GRANT_MESSAGE or not self.active:
             return  # pointless until the user re-authorizes / the lease holder refreshes
         account.task = asyncio.create_task(self._keep_fresh(account))
@@ -355,6 +356,13 @@ class TokenKeeper:
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
     """google-auth keeps naive UTC datetimes."""
     return moment.replace(tzinfo=dt.UTC) if moment and moment.tzinfo is None else moment
+
+
+async def _stop_refreshing(account: _Account | None) -> None:
+    if account and account.task:
+        account.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await account.task
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
