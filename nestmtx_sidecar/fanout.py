@@ -172,8 +172,7 @@ class FastManager(socketio.AsyncManager):
                                callback=callback, **kwargs)
             return
         rooms = list(room) if isinstance(room, list | tuple) else [room]
-        async with self._order:
-            await self._deliver([encoded], namespace, {r: (0,) for r in rooms}, skip_sid)
+        await self._deliver([encoded], namespace, {r: (0,) for r in rooms}, skip_sid)
 
     async def emit_each(self, emits: Sequence[tuple[str, Any, list[str]]],
                         namespace: str = "/") -> None:
@@ -182,10 +181,10 @@ class FastManager(socketio.AsyncManager):
         On one node, each socket is visited once and gets the frames meant for it in one
         piece. A pub/sub manager publishes each emit for every node to deliver.
         """
-        encoded = ([] if isinstance(self, AsyncPubSubManager) or
+        packets = ([] if isinstance(self, AsyncPubSubManager) or
                    namespace not in self.rooms else
                    [self._encode(event, data, namespace) for event, data, _ in emits])
-        if not encoded or None in encoded:
+        if not packets or None in packets:
             for event, data, rooms in emits:
                 await self.emit(event, data, namespace, room=rooms)
             return
@@ -193,8 +192,7 @@ class FastManager(socketio.AsyncManager):
         for index, (_, _, rooms) in enumerate(emits):
             for room in rooms:
                 targets[room] = (*targets.get(room, ()), index)
-        async with self._order:
-            await self._deliver(cast(list[str], encoded), namespace, targets, None)
+        await self._deliver(cast(list[str], packets), namespace, targets, None)
 
     def _encode(self, event: str, data: Any, namespace: str) -> str | None:
         """The packet every recipient gets; None when it has binary attachments."""
@@ -207,9 +205,14 @@ class FastManager(socketio.AsyncManager):
                        targets: dict[Any, tuple[int, ...]], skip_sid: Any) -> None:
         """Each socket in the target rooms gets the packets its rooms call for, in order, once.
 
-        Callers hold `_order`: a delivery that yields mid-way must finish before the next
-        starts, or sockets later in its loop would get the next packets first.
+        One delivery at a time: one that yields mid-way must finish before the next starts,
+        or sockets later in its loop would get the next packets first.
         """
+        async with self._order:
+            await self._deliver_now(packets, namespace, targets, skip_sid)
+
+    async def _deliver_now(self, packets: list[str], namespace: str,
+                           targets: dict[Any, tuple[int, ...]], skip_sid: Any) -> None:
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         recipients: dict[str, tuple[str, tuple[int, ...]]] = {}
         for room, indices in targets.items():
