@@ -57,7 +57,7 @@ class Sidecar:
     def __init__(self, settings: Settings, redactor: Redactor | None = None) -> None:
         self.settings = settings
         self.redactor = redactor or Redactor()
-        self.redactor.add(settings.app_key, settings.hook_secret, settings.admin_password)
+        self.redactor.pin(settings.app_key, settings.hook_secret, settings.admin_password)
         self.log_stream = LogStream(self.redactor)
         self.store = Store(settings.resolved_database_url)
         self.box = SecretBox(settings.app_key)
@@ -156,7 +156,7 @@ class Sidecar:
                 if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar():
                     return
                 password = secrets.token_urlsafe(12)
-                self.redactor.add(password)  # shown once below, never in a log line
+                self.redactor.pin(password)  # shown once below, never in a log line
                 _announce(f"Created user {username!r} with password {password} "
                           "(shown once; set NESTMTX_ADMIN_PASSWORD to choose your own)")
             password_hash = await asyncio.to_thread(hash_password, password)

@@ -64,7 +64,7 @@ def check_database(settings: Settings, redactor: Redactor) -> None:
         finally:
             await store.close()
 
-    redactor.add(sa.engine.make_url(settings.resolved_database_url).password)
+    redactor.pin(sa.engine.make_url(settings.resolved_database_url).password)
     try:
         asyncio.run(ping())
     except (OSError, sa.exc.SQLAlchemyError) as exc:

@@ -148,7 +148,7 @@ class MqttBridge:
                  buffer_size: int = BUFFER_SIZE) -> None:
         self.broker = Broker.from_url(settings.mqtt_url)
         if self.broker.password:
-            redactor.add(self.broker.password)
+            redactor.pin(self.broker.password)
         self.discovery = Discovery(settings.mqtt_base, settings.mqtt_discovery_prefix)
         self.base = settings.mqtt_base
         self.status_topic = f"{self.base}/status"

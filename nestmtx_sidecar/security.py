@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import Hashable, Iterable, Iterator
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -95,33 +97,138 @@ _PATTERNS = [
 ]
 
 
-class Redactor:
-    """Removes known secrets and secret-shaped strings from text."""
+# How many values `add` and `hold` remember, oldest out past it. The live ones are few: about
+# three per Nest RTSP camera (stream URL, stream and extension token) and three per credential
+# (client secret, refresh and access token), each forgotten when replaced; 4,096 covers over a
+# thousand cameras, while values nobody forgets cost at most a few MB.
+REMEMBERED = 4096
+# Values are indexed by their last characters (8: a random tail for tokens; the prefixes of
+# stream URLs and Google tokens are shared by all of them). Shorter values by all of theirs.
+_KEY = 8
 
-    def __init__(self) -> None:
-        self._known: set[str] = set()
-        self._known_pattern: re.Pattern[str] | None = None
+
+class Redactor:
+    """Removes known secrets and secret-shaped strings from text.
+
+    Known values are found without a regex of all of them: every substring of the text as
+    long as an index key is looked up in a dict of keys, so adding a value and redacting a
+    line cost the same whether 100 or 50,000 values are remembered. Any value, however
+    short, is redacted once it is given. Thread-safe: log records are redacted in any thread.
+    """
+
+    def __init__(self, capacity: int = REMEMBERED) -> None:
+        self._capacity = capacity
+        self._pinned: set[str] = set()
+        self._loose: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._slots: collections.OrderedDict[Hashable, frozenset[str]] = (
+            collections.OrderedDict())
+        self._holders: dict[str, int] = {}  # how many of pinned, loose and slots hold a value
+        self._index: dict[str, tuple[str, ...]] = {}  # key (value's tail) -> values
+        self._key_lengths: collections.Counter[int] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def pin(self, *values: str | None) -> None:
+        """Remember values for the life of the process (configured secrets): never dropped."""
+        with self._lock:
+            for value in _given(values):
+                if value not in self._pinned:
+                    self._pinned.add(value)
+                    self._retain(value)
 
     def add(self, *values: str | None) -> None:
-        """Remember exact secret values (hook secret, client secrets, tokens) to scrub."""
-        fresh = {v for v in values if v and len(v) >= 6} - self._known
-        if fresh:
-            self._known |= fresh
-            self._known_pattern = _alternation(self._known)
+        """Remember values (tokens, secrets) to scrub; the oldest go past the capacity."""
+        with self._lock:
+            for value in _given(values):
+                if value in self._loose:
+                    self._loose.move_to_end(value)
+                    continue
+                self._loose[value] = None
+                self._retain(value)
+                if len(self._loose) > self._capacity:
+                    self._release(self._loose.popitem(last=False)[0])
+
+    def hold(self, slot: Hashable, *values: str | None) -> None:
+        """Remember `values` as what `slot` (one camera's stream, one credential) holds now,
+        forgetting what it held before unless another slot still holds it: a replaced token
+        is not remembered for ever."""
+        fresh = frozenset(_given(values))
+        with self._lock:
+            before = self._slots.pop(slot, frozenset())
+            self._slots[slot] = fresh
+            for value in fresh:  # first, so a value held on never leaves the index
+                self._retain(value)
+            for value in before:
+                self._release(value)
+            if len(self._slots) > self._capacity:
+                for value in self._slots.popitem(last=False)[1]:
+                    self._release(value)
+
+    def __len__(self) -> int:
+        """How many distinct values are remembered."""
+        return len(self._holders)
 
     def __call__(self, text: str) -> str:
-        if self._known_pattern is not None:
-            text = self._known_pattern.sub(REDACTED, text)
+        text = self._scrub_known(text)
         for pattern in _PATTERNS:
             text = pattern.sub(_keep_prefix, text)
         return text
+
+    def _retain(self, value: str) -> None:  # caller holds the lock
+        held = self._holders.get(value, 0)
+        self._holders[value] = held + 1
+        if held == 0:
+            key = value[-_KEY:]
+            self._index[key] = (*self._index.get(key, ()), value)
+            self._key_lengths[len(key)] += 1
+
+    def _release(self, value: str) -> None:  # caller holds the lock
+        held = self._holders.pop(value) - 1
+        if held:
+            self._holders[value] = held
+            return
+        key = value[-_KEY:]
+        rest = tuple(v for v in self._index[key] if v != value)
+        if rest:
+            self._index[key] = rest
+        else:
+            del self._index[key]
+        self._key_lengths[len(key)] -= 1
+        if not self._key_lengths[len(key)]:
+            del self._key_lengths[len(key)]
+
+    def _scrub_known(self, text: str) -> str:
+        spans: list[tuple[int, int]] = []
+        with self._lock:
+            for length in self._key_lengths:
+                grams = {text[i:i + length] for i in range(len(text) - length + 1)}
+                # Iterates the smaller of the two: the text's substrings or the index.
+                for key in self._index.keys() & grams:
+                    values = self._index[key]
+                    end = text.find(key) + length
+                    while end >= length:
+                        for value in values:
+                            start = end - len(value)
+                            if start >= 0 and text.startswith(value, start):
+                                spans.append((start, end))
+                        end = text.find(key, end - length + 1) + length
+        if not spans:
+            return text
+        # Overlapping matches (a value inside another, or two overlapping) become one.
+        spans.sort()
+        parts: list[str] = []
+        done = 0
+        for start, end in spans:
+            if start >= done:
+                parts += (text[done:start], REDACTED)
+            done = max(done, end)
+        parts.append(text[done:])
+        return "".join(parts)
+
+
+def _given(values: Iterable[str | None]) -> Iterator[str]:
+    return (value for value in values if value)
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
     prefix = match.group(1) if match.re.groups else ""
     return prefix + REDACTED
-
-
-def _alternation(values: Iterable[str]) -> re.Pattern[str]:
-    ordered = sorted(values, key=len, reverse=True)
-    return re.compile("|".join(re.escape(v) for v in ordered))

@@ -102,16 +102,16 @@ def _database_bytes(data_dir: Path) -> bytes:
 
 def test_redactor_removes_secret_shapes_and_known_values() -> None:
     redact = Redactor()
-    redact.add(ODD_SECRET, "short")  # too short to be a secret worth scrubbing everywhere
+    redact.add(ODD_SECRET, "pw")  # however short: it was given as a secret
     text = redact(
         f"Authorization: Bearer abc.def-123 refresh_token={REFRESH_TOKEN} "
         f"{{\"client_secret\": \"{CLIENT_SECRET}\"}} rtsp://h/x?auth=SECRETAUTH&y=1 "
-        f"ya29.a0AccessToken {ODD_SECRET} short "
+        f"ya29.a0AccessToken {ODD_SECRET} my pw is short "
         '42["r",{"bearer":"opaque-bearer-value","user":1}]')
     for secret in ("abc.def-123", REFRESH_TOKEN, CLIENT_SECRET, "SECRETAUTH", "ya29.a0Access",
-                   ODD_SECRET, "opaque-bearer-value"):
+                   ODD_SECRET, "opaque-bearer-value", " pw "):
         assert secret not in text
-    assert "rtsp://h/x?auth=" + REDACTED + "&y=1" in text and " short " in text
+    assert "rtsp://h/x?auth=" + REDACTED + "&y=1" in text and f" my {REDACTED} is short " in text
 
 
 def test_unknown_users_are_checked_against_a_hash_as_costly_as_a_real_one() -> None:

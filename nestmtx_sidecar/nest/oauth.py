@@ -192,7 +192,7 @@ class TokenKeeper:
         refresh_token = self._box.decrypt(row.refresh_token)
         access_token = self._box.decrypt(row.access_token)
         client_secret = self._box.decrypt(row.oauth_client_secret)
-        self._redactor.add(refresh_token, access_token, client_secret)
+        self._redactor.hold(("credential", row.id), refresh_token, access_token, client_secret)
         expiry = as_utc(row.token_expiry)
         account = _Account(
             id=row.id, description=row.description,
@@ -283,7 +283,8 @@ class TokenKeeper:
     async def _succeeded(self, account: _Account) -> None:
         google = account.google
         account.expiry = _aware(google.expiry)
-        self._redactor.add(google.token, google.refresh_token)
+        self._redactor.hold(("credential", account.id), google.token, google.refresh_token,
+                            google.client_secret)
         first = not account.authenticated_before
         account.authenticated_before = True
         account.unreachable_reported = False
@@ -342,7 +343,8 @@ class TokenKeeper:
         if response.status_code != 200 or not body.get("refresh_token"):
             error = body.get("error") or f"HTTP {response.status_code}"
             raise ValueError(f"Google did not accept the authorization code ({error}).")
-        self._redactor.add(body["refresh_token"], body.get("access_token"))
+        self._redactor.hold(("credential", row.id), body["refresh_token"], body.get("access_token"),
+                            client_secret)
         expiry = utcnow() + dt.timedelta(seconds=int(body.get("expires_in", 3600)))
         await self._save(
             row.id, refresh_token=self._box.encrypt(body["refresh_token"]),

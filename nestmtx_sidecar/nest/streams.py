@@ -130,7 +130,8 @@ class StreamSupervisor:
         except (KeyError, ValueError):
             raise SdmUnavailable("stream command answered without a token or expiresAt"
                                  ) from None
-        self._redactor.add(token, results.get("streamToken"), session.url)
+        self._redactor.hold(("stream", session.camera.id), token, results.get("streamToken"),
+                            session.url)
         expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
         session.extension_token, session.expires_at = token, expires_at
         session.lifetime = max(1.0, session.seconds_left())
@@ -298,7 +299,7 @@ class StreamSupervisor:
         session.generation = row.generation
         session.lifetime = max(1.0, (session.expires_at - as_utc(row.updated_at)
                                      ).total_seconds()) if session.expires_at else 300.0
-        self._redactor.add(session.url, session.extension_token)
+        self._redactor.hold(("stream", session.camera.id), session.url, session.extension_token)
 
     async def _load(self, session: _Session) -> None:
         """Refresh a session from the store; no stored row means no stream."""
