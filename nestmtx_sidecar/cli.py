@@ -9,40 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from .config import ConfigError, Settings, load_settings, with_generated_secrets
-from .logstream import TRACE, LogStream
+from .logconfig import configure_logging
 from .mediamtx_config import DEFAULT_HOOK
 from .security import Redactor
-
-
-class RedactingFormatter(logging.Formatter):
-    def __init__(self, redact: Redactor) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._redact = redact
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._redact(super().format(record))
-
-
-def _websocket_access_line(record: logging.LogRecord) -> bool:
-    """False for uvicorn's per-websocket INFO lines (handshake, open, close): access lines,
-    which the log stream would send to every subscriber on every connect."""
-    return not (record.levelno == logging.INFO and (
-        record.msg in ("connection open", "connection closed")
-        or str(record.msg).startswith('%s - "WebSocket ')))
-
-
-def configure_logging(settings: Settings, redactor: Redactor, stream: LogStream) -> None:
-    logging.addLevelName(TRACE, "TRACE")
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(RedactingFormatter(redactor))
-    root = logging.getLogger()
-    root.handlers[:] = [console, stream]
-    root.setLevel(settings.python_log_level)
-    # Per-request access lines would flood the log stream; errors still come through.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.error").addFilter(_websocket_access_line)
-    # aiosqlite's debug lines carry SQL parameters: password hashes and encrypted secrets.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 class DatabaseUnreachable(Exception):

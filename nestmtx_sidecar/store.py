@@ -105,7 +105,9 @@ class Store:
     """The engine plus schema management; modules run their queries on its connections."""
 
     def __init__(self, url: str) -> None:
-        options: dict[str, Any] = {}
+        # An unexpected database error names its statement but not its values: they are
+        # password hashes and encrypted secrets, and the error reaches the log.
+        options: dict[str, Any] = {"hide_parameters": True}
         if url.startswith("sqlite"):
             options["connect_args"] = {"timeout": 30}
         else:
