@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography.fernet import Fernet
 
+from .modules.users import MIN_PASSWORD
+
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 
@@ -144,6 +146,8 @@ def _validate(settings: Settings) -> None:
             f"NESTMTX_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, "
             f"got {settings.log_level!r}"
         )
+    if settings.admin_password and len(settings.admin_password) < MIN_PASSWORD:
+        raise ConfigError(f"NESTMTX_ADMIN_PASSWORD: expected at least {MIN_PASSWORD} characters")
     if settings.token_ttl < 60:
         raise ConfigError("NESTMTX_TOKEN_TTL: expected at least 60 seconds")
     _check_url("NESTMTX_DATABASE_URL", settings.database_url, ("sqlite", "postgresql", "postgres"))

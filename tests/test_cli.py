@@ -35,6 +35,7 @@ def clean_env(**values: str) -> dict[str, str]:
     ({"NESTMTX_PORT": "http"}, None, "NESTMTX_PORT"),
     ({"NESTMTX_DATABASE_URL": "mysql://db/x"}, None, "NESTMTX_DATABASE_URL"),
     ({"NESTMTX_APP_KEY": "short"}, None, "NESTMTX_APP_KEY"),
+    ({"NESTMTX_ADMIN_PASSWORD": "short"}, None, "NESTMTX_ADMIN_PASSWORD"),
     ({}, "token_ttl: 5\n", "NESTMTX_TOKEN_TTL"),
     ({}, "log_level: [info]\n", "NESTMTX_LOG_LEVEL"),
     ({}, "portt: 2000\n", "unknown setting 'portt'"),

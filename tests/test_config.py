@@ -71,10 +71,18 @@ def test_bad_yaml_values_name_the_key(tmp_path: Path, yaml_text: str, key: str) 
     ("NESTMTX_PORT", "twenty"), ("NESTMTX_PORT", "-1"), ("NESTMTX_PORT", "0"),
     ("NESTMTX_TOKEN_TTL", "1e3"), ("NESTMTX_LOG_LEVEL", "INFO"),
     ("NESTMTX_SDM_API_URL", "ftp://x"), ("NESTMTX_MQTT_URL", "tcp://x"),
+    ("NESTMTX_ADMIN_PASSWORD", "7-chars"),  # the users module's minimum is 8
 ])
 def test_bad_environment_values_name_the_key(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(environ={name: value})
+
+
+def test_the_admin_password_is_held_to_the_users_minimum_and_never_echoed() -> None:
+    with pytest.raises(ConfigError, match="at least 8 characters") as failed:
+        load_settings(environ={"NESTMTX_ADMIN_PASSWORD": "1234567"})
+    assert "1234567" not in str(failed.value)
+    assert load_settings(environ={"NESTMTX_ADMIN_PASSWORD": "12345678"}).admin_password
 
 
 def test_unreadable_config_files(tmp_path: Path) -> None:
