@@ -111,8 +111,8 @@ class Redactor:
     """Removes known secrets and secret-shaped strings from text.
 
     Known values are found without a regex of all of them: every substring of the text as
-    long as an index key is looked up in a dict of keys, so adding a value and redacting a
-    line cost the same whether 100 or 50,000 values are remembered. Any value, however
+    long as an index key is looked up in a dict, so adding a value and redacting a line cost
+    the same whether 100 or 50,000 values are remembered. Any value, however
     short, is redacted once it is given. Thread-safe: log records are redacted in any thread.
     """
 
@@ -199,18 +199,13 @@ class Redactor:
     def _scrub_known(self, text: str) -> str:
         spans: list[tuple[int, int]] = []
         with self._lock:
+            find = self._index.get
             for length in self._key_lengths:
-                grams = {text[i:i + length] for i in range(len(text) - length + 1)}
-                # Iterates the smaller of the two: the text's substrings or the index.
-                for key in self._index.keys() & grams:
-                    values = self._index[key]
-                    end = text.find(key) + length
-                    while end >= length:
-                        for value in values:
-                            start = end - len(value)
-                            if start >= 0 and text.startswith(value, start):
-                                spans.append((start, end))
-                        end = text.find(key, end - length + 1) + length
+                for end in range(length, len(text) + 1):
+                    for value in find(text[end - length:end], ()):
+                        start = end - len(value)
+                        if start >= 0 and text.startswith(value, start):
+                            spans.append((start, end))
         if not spans:
             return text
         # Overlapping matches (a value inside another, or two overlapping) become one.
