@@ -96,9 +96,9 @@ async def test_passwords_and_secrets_reach_no_log_at_any_level(tmp_path: Path, l
             await replay.client.disconnect()
         finally:
             await asyncio.to_thread(sidecar.stop)
+    assert google.access_tokens, "the credential was never refreshed"
     secrets = (USER_PASSWORD, WRONG_PASSWORD, sidecar.admin_password, CLIENT_SECRET,
                refresh_token, *google.access_tokens, "scrypt$")
-    assert google.access_tokens, "the credential was never refreshed"
     process_log = sidecar.log()
     for where, text in (("process log", process_log), ("log stream", live.text()),
                         ("replay", replay.text())):
