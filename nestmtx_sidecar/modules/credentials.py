@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import sqlalchemy as sa
 
@@ -16,7 +16,6 @@ from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, credentials, list_page, utcnow
 from . import Caller, Module, entity_id, reject_unknown, require_mapping, string_field
 
-CONSENT_URL = "https://nestservices.google.com/partnerconnections/{project}/auth"
 SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
 CALLBACK_PATH = "/api/oauth2/callback"
 
@@ -43,13 +42,14 @@ def _item(row: Any) -> dict[str, Any]:
     }
 
 
-def consent_url(row: Any, redirect_uri: str, state: str) -> str:
+def consent_url(base: str, row: Any, redirect_uri: str, state: str) -> str:
+    """Google's Partner Connections page for the credential's project (`<base>/<project>/auth`)."""
     query = urlencode({
         "redirect_uri": redirect_uri, "access_type": "offline", "prompt": "consent",
         "client_id": row.oauth_client_id, "response_type": "code", "scope": SDM_SCOPE,
         "state": state,
     })
-    return CONSENT_URL.format(project=row.dac_project_id) + "?" + query
+    return f"{base.rstrip('/')}/{quote(row.dac_project_id, safe='')}/auth?{query}"
 
 
 def _origin(value: Any) -> str:
@@ -64,8 +64,10 @@ def _origin(value: Any) -> str:
 class Credentials(Module):
     name = "credentials"
 
-    def __init__(self, store: Store, box: SecretBox, redactor: Redactor) -> None:
+    def __init__(self, store: Store, box: SecretBox, redactor: Redactor, consent_base: str
+                 ) -> None:
         self._store = store
+        self._consent_base = consent_base
         self._box = box
         self._redactor = redactor
         self._listeners: list[CredentialChange] = []
@@ -110,7 +112,7 @@ class Credentials(Module):
             async with self._store.begin() as conn:
                 await conn.execute(credentials.update().where(credentials.c.id == credential_id)
                                    .values(oauth_state=state, oauth_redirect_uri=redirect_uri))
-            return consent_url(row, redirect_uri, state)
+            return consent_url(self._consent_base, row, redirect_uri, state)
         values = self._values(payload, required=False)
         if values:
             async with self._store.begin() as conn:
