@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import socketio
 
-from tests.conftest import make_settings, serve_in_loop
+from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
+from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import FakeGoogle
 from tests.nest_support import add_credential, nest_sidecar
 from tests.services import free_port
@@ -169,3 +170,49 @@ async def test_restart_keeps_authentication(tmp_path):
             token = await running.sidecar.nest.tokens.access_token(created["id"])
             assert token in google.access_tokens
         assert google.count("token") == 1  # the stored token was still good: no refresh
+
+
+async def _consent_url(client: httpx.AsyncClient, running: RunningSidecar, google: FakeGoogle,
+                       credential_id: int) -> str:
+    """`credentials update {origin}` with the sidecar's callback registered at the fake Google."""
+    google.redirect_uris.add(running.url + CALLBACK_PATH)
+    reply = await client.put(f"/api/credentials/{credential_id}", json={"origin": running.url})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def test_consent_flow_through_google_to_an_authenticated_credential(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, events, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        assert url.startswith(google.consent_url + "/project-1/auth?")
+        async with httpx.AsyncClient(follow_redirects=True) as browser:
+            page = await browser.get(url)  # Google's consent page, then back to the callback
+        assert [str(r.url).split("?")[0] for r in page.history] == [url.split("?")[0]]
+        assert page.url.path == CALLBACK_PATH
+        assert page.status_code == 200 and "Authorized" in page.text, page.text
+        event = await events.wait("credentials", "authenticated")
+        assert event.entity == created["id"]
+        assert [(c.endpoint, c.status) for c in google.calls if c.endpoint != "devices.list"
+                ] == [("consent", 302), ("token", 200)]
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is True and read["has_refresh_token"] is True
+        _assert_nothing_secret(google, page.text, str(read))
+
+
+async def test_google_refuses_an_unknown_client_or_redirect_uri(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, _, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        async with httpx.AsyncClient() as browser:
+            google.redirect_uris.clear()
+            mismatch = await browser.get(url)
+            assert mismatch.status_code == 400 and "redirect_uri_mismatch" in mismatch.text
+            google.redirect_uris.add(running.url + CALLBACK_PATH)
+            unknown = await browser.get(url.replace(google.client_id, "someone-else"))
+            assert unknown.status_code == 400 and "invalid_client" in unknown.text
+        assert google.count("token") == 0
