@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .listing import ListQuery
 from .private_files import FILE_MODE, narrow, private_file
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -145,10 +148,15 @@ def _private_sqlite_files(url: str) -> None:
     database = sa.engine.make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    private_file(Path(database))
-    for suffix in ("-wal", "-shm"):  # left by an older version or a crash
-        with contextlib.suppress(FileNotFoundError):
-            narrow(Path(database + suffix), FILE_MODE)
+    try:
+        private_file(Path(database))
+        for suffix in ("-wal", "-shm"):  # left by an older version or a crash
+            with contextlib.suppress(FileNotFoundError):
+                narrow(Path(database + suffix), FILE_MODE)
+    except FileNotFoundError:
+        return  # no such directory: SQLite's own error says so when it connects
+    except OSError as exc:  # e.g. another user's file: SQLite decides whether it can open it
+        logger.warning("cannot make %s private: %s", database, exc.strerror or exc)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
