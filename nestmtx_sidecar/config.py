@@ -17,6 +17,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from .modules.users import MIN_PASSWORD
+from .private_files import private_dir, private_file
 
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
@@ -39,6 +40,7 @@ class Settings:
     token_ttl: int = 86400
     redis_url: str = ""
     google_token_uri: str = "https://oauth2.googleapis.com/token"
+    google_consent_url: str = "https://nestservices.google.com/partnerconnections"
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
     mediamtx_api_url: str = ""  # MediaMTX control API; set to apply persistent paths live
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
@@ -153,6 +155,7 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_DATABASE_URL", settings.database_url, ("sqlite", "postgresql", "postgres"))
     _check_url("NESTMTX_REDIS_URL", settings.redis_url, ("redis", "rediss", "unix"))
     _check_url("NESTMTX_GOOGLE_TOKEN_URI", settings.google_token_uri, ("http", "https"))
+    _check_url("NESTMTX_GOOGLE_CONSENT_URL", settings.google_consent_url, ("http", "https"))
     _check_url("NESTMTX_SDM_API_URL", settings.sdm_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))
@@ -180,21 +183,22 @@ def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
 
 
 def with_generated_secrets(settings: Settings) -> Settings:
-    """Fill app key and hook secret from the data dir, creating them (mode 0600) when absent."""
+    """Fill app key and hook secret from the data dir, creating them (mode 0600) when absent.
+
+    The data dir is made (or narrowed to) mode 0700.
+    """
     generated: list[str] = []
     updates: dict[str, str] = {}
     try:
         # Also when both secrets are configured: the default SQLite database lives here.
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         for name, make in (("app_key", lambda: Fernet.generate_key().decode()),
                            ("hook_secret", lambda: secrets.token_urlsafe(32))):
             if getattr(settings, name):
                 continue
             path = settings.data_dir / name
-            if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as file:
-                    file.write(make())
+            if private_file(path):
+                path.write_text(make())
                 generated.append(name)
             updates[name] = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:

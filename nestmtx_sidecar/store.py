@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .listing import ListQuery
+from .private_files import FILE_MODE, narrow, private_file
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -65,7 +71,10 @@ credentials = sa.Table(
     sa.Column("token_expiry", sa.DateTime(timezone=True)),
     sa.Column("authenticated_at", sa.DateTime(timezone=True)),
     sa.Column("auth_error", sa.Text),
+    # The consent flow in progress: SHA-256 of its state, when issued, the PKCE verifier.
     sa.Column("oauth_state", sa.String(64), index=True),
+    sa.Column("oauth_state_issued_at", sa.DateTime(timezone=True)),
+    sa.Column("oauth_code_verifier", sa.Text),  # encrypted
     sa.Column("oauth_redirect_uri", sa.Text),
     *_timestamps(),
 )
@@ -109,6 +118,7 @@ class Store:
         # password hashes and encrypted secrets, and the error reaches the log.
         options: dict[str, Any] = {"hide_parameters": True}
         if url.startswith("sqlite"):
+            _private_sqlite_files(url)
             options["connect_args"] = {"timeout": 30}
         else:
             options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -133,6 +143,22 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _private_sqlite_files(url: str) -> None:
+    """The database file exists 0600 before SQLite opens it: its -wal and -shm get its mode."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        private_file(Path(database))
+        for suffix in ("-wal", "-shm"):  # left by an older version or a crash
+            with contextlib.suppress(FileNotFoundError):
+                narrow(Path(database + suffix), FILE_MODE)
+    except FileNotFoundError:
+        return  # no such directory: SQLite's own error says so when it connects
+    except OSError as exc:  # e.g. another user's file: SQLite decides whether it can open it
+        logger.warning("cannot make %s private: %s", database, exc.strerror or exc)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
