@@ -112,6 +112,7 @@ async def test_hook_reaches_js_and_python_subscribers_on_all_three_topics(
     result = await mtx.run("read", "porch", MTX_QUERY=query, MTX_READER_TYPE="rtspSession",
                            MTX_READER_ID="c0ffee")
     assert result.returncode == 0, result.stderr
+    await server.sidecar.bus.drain()
     [event] = published
     expected = {"domain": "camera", "entity": camera, "event": "read", "at": event.payload()["at"],
                 "details": {"path": "porch", "query": query, "name": "Porch", "enabled": True,

@@ -40,6 +40,7 @@ async def test_aliases_map_to_ready_and_not_ready(server: RunningSidecar) -> Non
     for hook in ("available", "unavailable"):
         reply = await apost(server, hook, json_body={"MTX_PATH": "x", "MTX_SOURCE_ID": "s"})
         assert reply.status_code == 202, reply.text
+    await server.sidecar.bus.drain()
     assert [e.event for e in seen] == ["ready", "notReady"]
     assert seen[0].details["sourceId"] == "s" and seen[0].details["sourceType"] == ""
 

@@ -42,6 +42,7 @@ async def test_replay_in_firing_order_with_original_time_exactly_once(
 
     server.sidecar.bus.subscribe(subscriber)
     assert await server.sidecar.receiver.replay_spool(spool) == 4
+    await server.sidecar.bus.drain()
     assert [(e.event, e.entity) for e in seen] == [
         ("ready", camera), ("read", camera), ("unread", camera), ("ready", None)]
     assert [e.at for e in seen] == [dt.datetime.fromtimestamp((base + off) / 1000, dt.UTC)
