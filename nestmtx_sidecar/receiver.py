@@ -27,7 +27,7 @@ from .errors import (
 from .events import Event, EventBus
 from .idempotency import DeliveredIds
 from .metrics import HOOK_CALLS
-from .modules.cameras import CameraRef, Cameras
+from .modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,13 @@ def parse_variables(body: bytes) -> dict[str, str]:
         raise Invalid("Invalid hook variables", errors)
     if not data.get("MTX_PATH"):
         raise Invalid("MTX_PATH is required", [field_error("MTX_PATH", "required")])
+    _refuse_dot_segments(data["MTX_PATH"])
     return data
+
+
+def _refuse_dot_segments(path: str) -> None:
+    if has_dot_segment(path):
+        raise Invalid(f"MTX_PATH {DOT_SEGMENTS}", [field_error("MTX_PATH", DOT_SEGMENTS)])
 
 
 class StreamSource(Protocol):
@@ -102,6 +108,7 @@ class HookReceiver:
         try:
             self._check_secret(request.headers.get("authorization", ""))
             path = request.path_params["path"]
+            _refuse_dot_segments(path)
             camera = await self._cameras.by_path(path)
             if camera is None or not camera.enabled:
                 raise NotFound(f"no enabled camera serves path {path!r}")

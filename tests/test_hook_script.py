@@ -119,6 +119,26 @@ async def test_demand_for_a_path_without_camera_exits_at_once(
     assert (event.event, event.entity) == ("demand", None)
 
 
+@pytest.mark.parametrize("hook", ["demand", "read"])
+async def test_dot_segments_are_refused_before_anything_is_sent(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event], hook: str) -> None:
+    # Resolved, as curl does by default, this demand would ask /hooks/source/cam1 and
+    # publish cam1's stream under an alias path, past MediaMTX's per-path permissions.
+    await add_camera(server.sidecar.store, "cam1", protocols=("WEB_RTC",))
+    source = WaitSource()
+    server.sidecar.receiver.streams = source
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    result = await mtx.run(hook, "public/../../source/cam1", within=5, **VALUES[hook])
+    assert result.returncode == 2
+    assert len(result.stderr_lines) == 1, result.stderr_lines
+    line = result.stderr_lines[0]
+    assert line.startswith("nestmtx-hook: ") and "'public/../../source/cam1'" in line
+    assert ". or .. segment" in line
+    assert source.asked == []
+    await server.sidecar.bus.drain()
+    assert events.empty()  # the script sent nothing at all
+
+
 class WaitSource:
     """A StreamSource for a camera the sidecar publishes itself (WebRTC)."""
 

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from nestmtx_sidecar.events import Event
 from tests.conftest import RunningSidecar
-from tests.mediamtx import MediaMTX, busybox_path, curl_path, hook_settings, hook_variables
+from tests.mediamtx import (
+    MediaMTX,
+    add_camera,
+    busybox_path,
+    curl_path,
+    hook_settings,
+    hook_variables,
+)
 
 
 def post(server: RunningSidecar, hook: str, body: bytes | None = None,
@@ -160,3 +167,45 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     finally:
         stop.set()
         thread.join(30)
+
+
+DOT_PATHS = ["public/../../source/cam1", "..", ".", "a/./b", "a/.."]
+
+
+@pytest.mark.parametrize("path", DOT_PATHS)
+async def test_a_hook_for_a_path_with_dot_segments_is_refused(server: RunningSidecar,
+                                                              path: str) -> None:
+    reply = await apost(server, "unDemand", json_body={"MTX_PATH": path})
+    assert reply.status_code == 422, reply.text
+    error = reply.json()["error"]
+    assert error["details"] == [{"field": "MTX_PATH", "message": "must not have . or .. segments"}]
+
+
+async def raw_get(server: RunningSidecar, target: str) -> tuple[int, bytes]:
+    """A GET sent byte for byte: HTTP clients would resolve the dot segments first."""
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                 f"Authorization: Bearer {server.hook_secret}\r\n\r\n".encode())
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_the_source_of_a_path_with_dot_segments_is_refused(server: RunningSidecar) -> None:
+    await add_camera(server.sidecar.store, "cam1")
+    status, body = await raw_get(server, "/hooks/source/public/../../source/cam1")
+    assert status == 422 and b". or .. segments" in body
+
+
+@pytest.mark.parametrize("path", DOT_PATHS)
+async def test_mtx_path_with_dot_segments_is_refused(server: RunningSidecar, token: str,
+                                                     path: str) -> None:
+    camera = await add_camera(server.sidecar.store, "cam")
+    async with httpx.AsyncClient(base_url=server.url,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        reply = await client.put(f"/api/cameras/{camera}", json={"mtx_path": path})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"]["details"] == [
+        {"field": "mtx_path", "message": "must not have . or .. segments"}]
