@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from .dispatch import parse_json
 from .errors import (
     BadRequest,
     Invalid,
@@ -55,10 +55,7 @@ def parse_variables(body: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         # A path or query in another encoding still names an event worth delivering.
         text = body.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BadRequest(f"Body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    data = parse_json(text)  # deep nesting too: a 400, not a RecursionError
     if not isinstance(data, dict):
         raise Invalid("Body must be a JSON object of MediaMTX variables")
     errors = []
@@ -192,6 +189,9 @@ class HookReceiver:
                 await self.replay_spool(spool_dir)
             except OSError as exc:
                 logger.error("cannot read hook spool %s: %s", spool_dir, exc)
+            except Exception:
+                # The sweep must outlive anything (a database outage): later events wait on it.
+                logger.exception("hook spool replay failed; retrying in %.0f s", interval)
             await asyncio.sleep(interval)
 
     async def replay_spool(self, spool_dir: Path) -> int:
@@ -210,23 +210,46 @@ class HookReceiver:
                 file.rename(claimed)
             except FileNotFoundError:
                 continue  # another sidecar took it
-            try:
-                millis, _seq, _pid, hook = file.name.removesuffix(".json").split(".", 3)
-                at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)
-                if hook not in HOOKS:
-                    raise ValueError(f"unknown hook {hook!r}")
-                variables = parse_variables(claimed.read_bytes())
-            except (ValueError, SidecarError, OSError) as exc:
-                logger.warning("skipping unreadable spool file %s: %s", file.name, exc)
-                claimed.rename(file.with_suffix(".bad"))
+            except OSError as exc:  # a name too long to take the suffix, say
+                logger.warning("setting aside unclaimable spool file %s as .bad: %s",
+                               file.name, exc)
+                _set_aside(file, file.with_suffix(".bad"))
                 continue
-            await self.deliver(hook, variables, at=at, replayed=True,
-                               event_id=file.name.removesuffix(".json"))
+            try:
+                hook, at, variables = _read_spooled(file.name, claimed)
+            except (ValueError, ArithmeticError, RecursionError, SidecarError, OSError) as exc:
+                # One bad file must not hold up the ones after it: set it aside, go on.
+                logger.warning("setting aside unreadable spool file %s as .bad: %s",
+                               file.name, exc)
+                _set_aside(claimed, file.with_suffix(".bad"))
+                continue
+            try:
+                await self.deliver(hook, variables, at=at, replayed=True,
+                                   event_id=file.name.removesuffix(".json"))
+            except BaseException:
+                _set_aside(claimed, file)  # not the file's fault: the next sweep retries it
+                raise
             claimed.unlink()
             delivered += 1
         if delivered:
             logger.info("replayed %d spooled hook events from %s", delivered, spool_dir)
         return delivered
+
+
+def _read_spooled(name: str, file: Path) -> tuple[str, dt.datetime, dict[str, str]]:
+    """(hook, firing time, variables) of a spool file named `<unix-ms>.<seq>.<pid>.<hook>.json`."""
+    millis, _seq, _pid, hook = name.removesuffix(".json").split(".", 3)
+    at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)  # Overflow- or ValueError
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook {hook!r}")
+    return hook, at, parse_variables(file.read_bytes())
+
+
+def _set_aside(file: Path, target: Path) -> None:
+    try:
+        file.rename(target)
+    except OSError as exc:
+        logger.error("cannot rename spool file %s to %s: %s", file.name, target.name, exc)
 
 
 def _spool_order(file: Path) -> tuple[int, int, str]:

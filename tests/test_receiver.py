@@ -84,6 +84,9 @@ async def test_unknown_hook_is_404(server: RunningSidecar) -> None:
     (b'{"MTX_PATH": "x", "lower case": "v"}', 422, "variable name"),
     (b"{" + b'"MTX_PATH": "' + b"x" * 70_000 + b'"}', 400, "larger"),
     (b'{"MTX_PATH": "\xff\xfe"}', 202, ""),  # not UTF-8: still an event, bytes replaced
+    (b"[" * 60_000, 400, "not valid JSON"),  # deeper than the parser's recursion limit
+    (b'{"MTX_PATH": "x", "MTX_QUERY": ' + b'{"a": ' * 9_000 + b"1" + b"}" * 9_001, 400,
+     "not valid JSON"),
 ])
 async def test_malformed_bodies_get_precise_4xx(server: RunningSidecar, body: bytes,
                                                 status: int, fragment: str) -> None:
