@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from .camera_details import camera_details
 from .dispatch import parse_json
 from .errors import (
     BadRequest,
@@ -160,15 +161,11 @@ class HookReceiver:
         name = HOOKS[hook]
         path = variables["MTX_PATH"]
         camera = await self._cameras.by_path(path)
-        details: dict[str, Any] = {
-            "path": path, "query": variables.get("MTX_QUERY", ""),
-            "name": camera.name if camera else None,
-            "enabled": camera.enabled if camera else False,
-        }
-        for key, variable in _EXTRA_DETAILS.get(name, {}).items():
-            details[key] = variables.get(variable, "")
+        extra: dict[str, Any] = {key: variables.get(variable, "")
+                                 for key, variable in _EXTRA_DETAILS.get(name, {}).items()}
         if replayed:
-            details["replayed"] = True
+            extra["replayed"] = True
+        details = camera_details(path, camera, variables.get("MTX_QUERY", ""), **extra)
         event = Event("camera", name, camera.id if camera else None, details,
                       at or dt.datetime.now(dt.UTC))
         await self._bus.publish(event)

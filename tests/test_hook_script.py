@@ -70,10 +70,15 @@ def capture(bus: EventBus) -> Iterator[asyncio.Queue[Event]]:
     unsubscribe()
 
 
+# What subscribers see of a query: a reader's `token` is a credential.
+SHOWN_QUERY = {"token=x y": "token=REDACTED"}
+
+
 def expected_details(hook: str, path: str, name: str | None, enabled: bool) -> dict[str, object]:
     values = VALUES[hook]
-    details: dict[str, object] = {"path": path, "query": values["MTX_QUERY"], "name": name,
-                                  "enabled": enabled}
+    query = values["MTX_QUERY"]
+    details: dict[str, object] = {"path": path, "query": SHOWN_QUERY.get(query, query),
+                                  "name": name, "enabled": enabled}
     details.update({key: values[var] for key, var in EXTRA.items() if var in values})
     return details
 

@@ -209,6 +209,17 @@ async def test_hook_events_arrive_on_their_topics_with_the_socketio_payload(
     assert decode(watcher.messages[0])["details"]["query"] == "a=1&b=é %2F"
 
 
+async def test_reader_credentials_in_the_query_are_redacted_on_mqtt(
+        mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
+    _, camera_id = await add_camera(mqtt_server, "front")
+    async with Watcher(broker, "nestmtx/events/#") as watcher:
+        await fire(mqtt_server, "read", MTX_PATH="front", MTX_READER_ID="r-1",
+                   MTX_QUERY="Token=abc%20def&view=1&sig=0xfeed")
+        message = await watcher.expect(f"nestmtx/events/camera/{camera_id}/read")
+    assert decode(message)["details"]["query"] == "Token=REDACTED&view=1&sig=REDACTED"
+    assert b"abc%20def" not in message.payload and b"0xfeed" not in message.payload
+
+
 async def test_retained_state_and_discovery_appear_and_go_when_the_camera_is_disabled(
         mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
     credential_id, camera_id = await add_camera(mqtt_server, "porch")
