@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import PlainTextResponse
 
 from .camera_details import camera_details
 from .dispatch import parse_json
@@ -29,6 +29,7 @@ from .events import Event, EventBus
 from .idempotency import DeliveredIds
 from .metrics import HOOK_CALLS
 from .modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
+from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -117,25 +118,26 @@ class HookReceiver:
             return PlainTextResponse(exc.message + "\n", status_code=exc.status)
         return PlainTextResponse(line + "\n")
 
-    async def endpoint(self, request: Request) -> JSONResponse:
+    async def endpoint(self, request: Request) -> ApiResponse:
         hook = request.path_params["hook"]
         try:
             self._check_secret(request.headers.get("authorization", ""))
             if hook not in HOOKS:
                 raise NotFound(f"Unknown hook {hook!r}; known: {', '.join(HOOKS)}")
             event_id = _event_id(request.headers.get("idempotency-key"))
-            variables = parse_variables(await request.body())
+            # Refused while it streams in, with the 400 of every other bad hook body.
+            variables = parse_variables(await read_body(request, MAX_BODY, too_large=BadRequest))
             event = await self.deliver(hook, variables, event_id=event_id)
         except SidecarError as exc:
             # Unknown names share one label: callers must not grow the metric without bound.
             HOOK_CALLS.labels(hook if hook in HOOKS else "unknown", exc.code).inc()
-            return JSONResponse(exc.to_dict(), status_code=exc.status)
+            return ApiResponse(exc.to_dict(), status_code=exc.status)
         if event is None:
             HOOK_CALLS.labels(hook, "duplicate").inc()
-            return JSONResponse({"accepted": True, "duplicate": True}, status_code=202)
+            return ApiResponse({"accepted": True, "duplicate": True}, status_code=202)
         HOOK_CALLS.labels(hook, "accepted").inc()
-        return JSONResponse({"accepted": True, "event": event.event, "entity": event.entity},
-                            status_code=202)
+        return ApiResponse({"accepted": True, "event": event.event, "entity": event.entity},
+                           status_code=202)
 
     def _check_secret(self, header: str) -> None:
         scheme, _, value = header.partition(" ")

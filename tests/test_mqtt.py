@@ -303,6 +303,16 @@ async def _update_camera(broker: Mosquitto, token: str, camera_id: int) -> Any:
                                     "payload": {"is_enabled": False}, "token": token})
 
 
+async def test_a_lone_surrogate_in_a_request_gets_its_error_reply(
+        mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
+    # Valid JSON (an escape) for a string UTF-8 cannot hold: the reply echoes the bad key.
+    body = b'{"command": "list", "module": "version", "requestId": "s1", "\\ud800": 1}'
+    async with Watcher(broker, "nestmtx/responses/#") as mqtt:
+        reply = await mqtt.ask(body, "nestmtx/responses/s1")
+    assert reply["error"]["code"] == "invalid"
+    assert reply["error"]["details"] == [{"field": "\ud800", "message": "unknown field"}]
+
+
 async def test_request_api_answers_lcrud_with_and_without_a_token_like_the_socketio_door(
         mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
     token = await mqtt_server.login()

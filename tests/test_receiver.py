@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nestmtx_sidecar.events import Event
+from nestmtx_sidecar.receiver import MAX_BODY
 from tests.conftest import RunningSidecar
 from tests.mediamtx import (
     MediaMTX,
@@ -85,6 +86,7 @@ async def test_unknown_hook_is_404(server: RunningSidecar) -> None:
     (b"{" + b'"MTX_PATH": "' + b"x" * 70_000 + b'"}', 400, "larger"),
     (b'{"MTX_PATH": "\xff\xfe"}', 202, ""),  # not UTF-8: still an event, bytes replaced
     (b"[" * 60_000, 400, "not valid JSON"),  # deeper than the parser's recursion limit
+    (b'{"MTX_PATH": "x", "\\ud800": "v"}', 422, "variable name"),  # echoed, then encoded
     (b'{"MTX_PATH": "x", "MTX_QUERY": ' + b'{"a": ' * 9_000 + b"1" + b"}" * 9_001, 400,
      "not valid JSON"),
 ])
@@ -184,21 +186,32 @@ async def test_a_hook_for_a_path_with_dot_segments_is_refused(server: RunningSid
     assert error["details"] == [{"field": "MTX_PATH", "message": "must not have . or .. segments"}]
 
 
-async def raw_get(server: RunningSidecar, target: str) -> tuple[int, bytes]:
-    """A GET sent byte for byte: HTTP clients would resolve the dot segments first."""
+async def raw_request(server: RunningSidecar, request: bytes) -> tuple[int, bytes]:
+    """Bytes sent as they are (an HTTP client would resolve dot segments, or finish the
+    body); the answer's status and body, read without waiting for the request to end."""
     port = int(server.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                 f"Authorization: Bearer {server.hook_secret}\r\n\r\n".encode())
-    response = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = next(int(line.split(b":")[1]) for line in head.lower().splitlines()
+                      if line.startswith(b"content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+    finally:
+        writer.close()
     return int(head.split()[1]), body
+
+
+def hook_request(server: RunningSidecar, line: str, *headers: str) -> bytes:
+    return "\r\n".join([line, "Host: 127.0.0.1", f"Authorization: Bearer {server.hook_secret}",
+                         *headers, "", ""]).encode()
 
 
 async def test_the_source_of_a_path_with_dot_segments_is_refused(server: RunningSidecar) -> None:
     await add_camera(server.sidecar.store, "cam1")
-    status, body = await raw_get(server, "/hooks/source/public/../../source/cam1")
+    status, body = await raw_request(server, hook_request(
+        server, "GET /hooks/source/public/../../source/cam1 HTTP/1.1"))
     assert status == 422 and b". or .. segments" in body
 
 
@@ -212,3 +225,19 @@ async def test_mtx_path_with_dot_segments_is_refused(server: RunningSidecar, tok
     assert reply.status_code == 422, reply.text
     assert reply.json()["error"]["details"] == [
         {"field": "mtx_path", "message": "must not have . or .. segments"}]
+
+
+async def test_a_body_past_the_limit_is_refused_before_it_ends(server: RunningSidecar) -> None:
+    chunk = b'{"MTX_PATH": "' + b"x" * (MAX_BODY + 1)
+    # The chunked body never ends: the answer must come anyway.
+    status, body = await raw_request(server, hook_request(
+        server, "POST /hooks/read HTTP/1.1", "Transfer-Encoding: chunked"
+    ) + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    assert status == 400 and b"larger" in body
+
+
+async def test_a_declared_length_past_the_limit_is_refused_unread(server: RunningSidecar
+                                                                  ) -> None:
+    status, body = await raw_request(server, hook_request(
+        server, "POST /hooks/read HTTP/1.1", f"Content-Length: {10 * MAX_BODY}"))
+    assert status == 400 and b"larger" in body
