@@ -144,6 +144,24 @@ async def test_dot_segments_are_refused_before_anything_is_sent(
     assert events.empty()  # the script sent nothing at all
 
 
+async def test_huge_values_are_cut_with_a_marker_and_the_hook_stays_fast(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event]) -> None:
+    # 300 KB in three variables (Linux takes 128 KiB per environment string): BusyBox awk
+    # needed 14 s to escape that much, far past what a hook may take.
+    huge = {"MTX_QUERY": "q" * 100_000, "MTX_READER_TYPE": "t" * 100_000,
+            "MTX_READER_ID": 'i"\\' * 33_333}
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    started = time.monotonic()
+    result = await mtx.run("read", "cam", within=30, **huge)
+    assert time.monotonic() - started < 5
+    assert (result.returncode, result.stderr) == (0, b"")
+    event = await asyncio.wait_for(events.get(), 5)
+    for key, variable in (("query", "MTX_QUERY"), ("readerType", "MTX_READER_TYPE"),
+                          ("readerId", "MTX_READER_ID")):
+        assert event.details[key] == huge[variable][:16384] + "...[truncated]"
+    assert event.details["path"] == "cam"
+
+
 class WaitSource:
     """A StreamSource for a camera the sidecar publishes itself (WebRTC)."""
 
