@@ -132,10 +132,10 @@ class EventBus:
         try:
             await asyncio.wait_for(self.drain(), within)
         except TimeoutError:
-            workers = [m.worker for m in self._mailboxes if m.worker is not None]
-            logger.warning("%d event subscribers still busy after %.0f s; cancelled: %s",
-                           len(workers), within,
-                           ", ".join(m.name for m in self._mailboxes if m.worker is not None))
+            busy = [m for m in self._mailboxes if m.worker is not None]
+            logger.warning("event subscribers still busy after %.0f s, cancelled: %s",
+                           within, ", ".join(m.name for m in busy))
+            workers = [m.worker for m in busy if m.worker is not None]
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
