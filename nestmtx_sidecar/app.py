@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TASK_STOP_SECONDS = 1.0
+# Shutdown: events already published (an unDemand's StopRtspStream, say) get this long to be
+# delivered while everything still works; the rest of the 10 s is for the parts below.
+BUS_STOP_SECONDS = 2.0
 
 
 class Sidecar:
@@ -121,9 +124,7 @@ class Sidecar:
         logger.info("nestmtx-sidecar ready")
 
     async def stop(self) -> None:
-        if self.mqtt is not None:  # first: `offline` goes out while everything still works
-            await self.mqtt.stop()
-        for task in self._tasks:
+        for task in self._tasks:  # first: the spool replay publishes nothing more
             task.cancel()
         if self._tasks:
             # Bounded: redis-py can swallow a cancel that lands mid-command, and the process
@@ -132,6 +133,9 @@ class Sidecar:
             for task in stuck:
                 logger.warning("background task %s did not stop in time", task.get_coro())
         self._tasks.clear()
+        await self.bus.stop(BUS_STOP_SECONDS)  # then MQTT's outbox takes the last events
+        if self.mqtt is not None:  # and `offline` goes out while everything still works
+            await self.mqtt.stop()
         await self.nest.stop()
         if self.mediamtx is not None:
             await self.mediamtx.close()

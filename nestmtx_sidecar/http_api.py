@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,6 +15,7 @@ from .dispatch import Dispatcher, Request, parse_json
 from .errors import BadRequest, SidecarError, Unauthorized, internal_error
 from .modules import Caller
 from .modules.auth import Auth
+from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -23,22 +23,6 @@ MAX_BODY = 1024 * 1024
 _COMMAND_STATUS = {"create": 201}
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
                413: "too_large"}
-
-
-class ApiResponse(JSONResponse):
-    """JSON that survives lone surrogates: JSON may carry them as escapes, UTF-8 cannot.
-
-    Error details echo client input, so `{"\\ud800": 1}` must come back as an error, not
-    crash the encoder; `backslashreplace` writes exactly the JSON escape `\\ud800`.
-    """
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":")).encode("utf-8", "backslashreplace")
-
-
-class TooLarge(BadRequest):
-    status, code = 413, "too_large"
 
 
 def error_response(error: SidecarError) -> JSONResponse:
@@ -119,25 +103,11 @@ class HttpApi:
             return _list_payload(request)
         if command in ("read", "delete"):
             return None
-        body = await _read_body(request)
+        body = await read_body(request, MAX_BODY)
         payload = parse_json(body or b"{}")
         if not isinstance(payload, dict):
             raise BadRequest("Body must be a JSON object")
         return payload
-
-
-async def _read_body(request: HttpRequest) -> bytes:
-    """The body, refused as soon as it grows past MAX_BODY (not after buffering it all)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
-        raise TooLarge(f"Body larger than {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise TooLarge(f"Body larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _list_payload(request: HttpRequest) -> dict[str, Any]:

@@ -8,6 +8,7 @@ leases) are read from it at scrape time, through its own registry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,7 +21,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .events import Event
+if TYPE_CHECKING:  # events.py counts its drops here
+    from .events import Event
 
 # registry=None: registered per sidecar below, so tests can run several in one process.
 EVENTS = Counter("nestmtx_events", "Events published on the bus",
@@ -35,7 +37,10 @@ SDM_CALLS = Counter("nestmtx_sdm_calls", "Smart Device Management API calls by c
                     ["command", "status"], registry=None)
 LOG_RECORDS_DROPPED = Counter("nestmtx_log_records_dropped", "Log records not streamed "
                               "because subscribers could not keep up", registry=None)
-_PROCESS_WIDE = (EVENTS, HOOK_CALLS, TOKEN_REFRESHES, SDM_CALLS, LOG_RECORDS_DROPPED)
+EVENTS_DROPPED = Counter("nestmtx_events_dropped", "Events a bus subscriber missed because "
+                         "its queue was full", ["subscriber"], registry=None)
+_PROCESS_WIDE = (EVENTS, HOOK_CALLS, TOKEN_REFRESHES, SDM_CALLS, LOG_RECORDS_DROPPED,
+                 EVENTS_DROPPED)
 
 
 async def count_event(event: Event) -> None:

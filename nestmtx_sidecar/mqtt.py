@@ -35,6 +35,7 @@ from .modules.auth import Auth
 from .modules.cameras import CameraRef, Cameras
 from .modules.credentials import Credentials
 from .security import Redactor
+from .wire import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class MqttBridge:
         """Bus subscriber: the event into the outbox, and the retained state it changes."""
         entity = "null" if event.entity is None else str(event.entity)
         self._queue_event(f"{self.base}/events/{event.domain}/{entity}/{event.event}",
-                          _encode(event.payload()))
+                          dumps(event.payload()))
         if event.entity is None:
             return
         if event.domain == "camera":
@@ -342,7 +343,7 @@ class MqttBridge:
         topic = f"{self.base}/failures" if request_id is None else \
             f"{self.base}/responses/{request_id}"
         try:
-            await client.publish(topic, _encode(reply), qos=1)
+            await client.publish(topic, dumps(reply), qos=1)
         except aiomqtt.MqttError as exc:
             logger.warning("could not answer MQTT request %r: %s", request_id, exc)
 
@@ -381,7 +382,7 @@ class MqttBridge:
                            self.dropped, self._buffer_size)
 
     def _retain(self, topic: str, payload: Mapping[str, Any] | None) -> None:
-        data = b"" if payload is None else _encode(payload)
+        data = b"" if payload is None else dumps(payload)
         if self._retained.get(topic) != data:
             self._publish_retained(topic, data)
 
@@ -498,6 +499,3 @@ class MqttBridge:
         except Exception:
             logger.exception("MQTT bridge could not follow a credentials change")
 
-
-def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

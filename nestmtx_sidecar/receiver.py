@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -13,8 +12,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import PlainTextResponse
 
+from .camera_details import camera_details
+from .dispatch import parse_json
 from .errors import (
     BadRequest,
     Invalid,
@@ -27,7 +28,8 @@ from .errors import (
 from .events import Event, EventBus
 from .idempotency import DeliveredIds
 from .metrics import HOOK_CALLS
-from .modules.cameras import CameraRef, Cameras
+from .modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
+from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +57,7 @@ def parse_variables(body: bytes) -> dict[str, str]:
     except UnicodeDecodeError:
         # A path or query in another encoding still names an event worth delivering.
         text = body.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BadRequest(f"Body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    data = parse_json(text)  # deep nesting too: a 400, not a RecursionError
     if not isinstance(data, dict):
         raise Invalid("Body must be a JSON object of MediaMTX variables")
     errors = []
@@ -71,7 +70,13 @@ def parse_variables(body: bytes) -> dict[str, str]:
         raise Invalid("Invalid hook variables", errors)
     if not data.get("MTX_PATH"):
         raise Invalid("MTX_PATH is required", [field_error("MTX_PATH", "required")])
+    _refuse_dot_segments(data["MTX_PATH"])
     return data
+
+
+def _refuse_dot_segments(path: str) -> None:
+    if has_dot_segment(path):
+        raise Invalid(f"MTX_PATH {DOT_SEGMENTS}", [field_error("MTX_PATH", DOT_SEGMENTS)])
 
 
 class StreamSource(Protocol):
@@ -102,6 +107,7 @@ class HookReceiver:
         try:
             self._check_secret(request.headers.get("authorization", ""))
             path = request.path_params["path"]
+            _refuse_dot_segments(path)
             camera = await self._cameras.by_path(path)
             if camera is None or not camera.enabled:
                 raise NotFound(f"no enabled camera serves path {path!r}")
@@ -112,25 +118,26 @@ class HookReceiver:
             return PlainTextResponse(exc.message + "\n", status_code=exc.status)
         return PlainTextResponse(line + "\n")
 
-    async def endpoint(self, request: Request) -> JSONResponse:
+    async def endpoint(self, request: Request) -> ApiResponse:
         hook = request.path_params["hook"]
         try:
             self._check_secret(request.headers.get("authorization", ""))
             if hook not in HOOKS:
                 raise NotFound(f"Unknown hook {hook!r}; known: {', '.join(HOOKS)}")
             event_id = _event_id(request.headers.get("idempotency-key"))
-            variables = parse_variables(await request.body())
+            # Refused while it streams in, with the 400 of every other bad hook body.
+            variables = parse_variables(await read_body(request, MAX_BODY, too_large=BadRequest))
             event = await self.deliver(hook, variables, event_id=event_id)
         except SidecarError as exc:
             # Unknown names share one label: callers must not grow the metric without bound.
             HOOK_CALLS.labels(hook if hook in HOOKS else "unknown", exc.code).inc()
-            return JSONResponse(exc.to_dict(), status_code=exc.status)
+            return ApiResponse(exc.to_dict(), status_code=exc.status)
         if event is None:
             HOOK_CALLS.labels(hook, "duplicate").inc()
-            return JSONResponse({"accepted": True, "duplicate": True}, status_code=202)
+            return ApiResponse({"accepted": True, "duplicate": True}, status_code=202)
         HOOK_CALLS.labels(hook, "accepted").inc()
-        return JSONResponse({"accepted": True, "event": event.event, "entity": event.entity},
-                            status_code=202)
+        return ApiResponse({"accepted": True, "event": event.event, "entity": event.entity},
+                           status_code=202)
 
     def _check_secret(self, header: str) -> None:
         scheme, _, value = header.partition(" ")
@@ -156,15 +163,11 @@ class HookReceiver:
         name = HOOKS[hook]
         path = variables["MTX_PATH"]
         camera = await self._cameras.by_path(path)
-        details: dict[str, Any] = {
-            "path": path, "query": variables.get("MTX_QUERY", ""),
-            "name": camera.name if camera else None,
-            "enabled": camera.enabled if camera else False,
-        }
-        for key, variable in _EXTRA_DETAILS.get(name, {}).items():
-            details[key] = variables.get(variable, "")
+        extra: dict[str, Any] = {key: variables.get(variable, "")
+                                 for key, variable in _EXTRA_DETAILS.get(name, {}).items()}
         if replayed:
-            details["replayed"] = True
+            extra["replayed"] = True
+        details = camera_details(path, camera, variables.get("MTX_QUERY", ""), **extra)
         event = Event("camera", name, camera.id if camera else None, details,
                       at or dt.datetime.now(dt.UTC))
         await self._bus.publish(event)
@@ -185,6 +188,9 @@ class HookReceiver:
                 await self.replay_spool(spool_dir)
             except OSError as exc:
                 logger.error("cannot read hook spool %s: %s", spool_dir, exc)
+            except Exception:
+                # The sweep must outlive anything (a database outage): later events wait on it.
+                logger.exception("hook spool replay failed; retrying in %.0f s", interval)
             await asyncio.sleep(interval)
 
     async def replay_spool(self, spool_dir: Path) -> int:
@@ -203,23 +209,46 @@ class HookReceiver:
                 file.rename(claimed)
             except FileNotFoundError:
                 continue  # another sidecar took it
-            try:
-                millis, _seq, _pid, hook = file.name.removesuffix(".json").split(".", 3)
-                at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)
-                if hook not in HOOKS:
-                    raise ValueError(f"unknown hook {hook!r}")
-                variables = parse_variables(claimed.read_bytes())
-            except (ValueError, SidecarError, OSError) as exc:
-                logger.warning("skipping unreadable spool file %s: %s", file.name, exc)
-                claimed.rename(file.with_suffix(".bad"))
+            except OSError as exc:  # a name too long to take the suffix, say
+                logger.warning("setting aside unclaimable spool file %s as .bad: %s",
+                               file.name, exc)
+                _set_aside(file, file.with_suffix(".bad"))
                 continue
-            await self.deliver(hook, variables, at=at, replayed=True,
-                               event_id=file.name.removesuffix(".json"))
+            try:
+                hook, at, variables = _read_spooled(file.name, claimed)
+            except (ValueError, ArithmeticError, RecursionError, SidecarError, OSError) as exc:
+                # One bad file must not hold up the ones after it: set it aside, go on.
+                logger.warning("setting aside unreadable spool file %s as .bad: %s",
+                               file.name, exc)
+                _set_aside(claimed, file.with_suffix(".bad"))
+                continue
+            try:
+                await self.deliver(hook, variables, at=at, replayed=True,
+                                   event_id=file.name.removesuffix(".json"))
+            except BaseException:
+                _set_aside(claimed, file)  # not the file's fault: the next sweep retries it
+                raise
             claimed.unlink()
             delivered += 1
         if delivered:
             logger.info("replayed %d spooled hook events from %s", delivered, spool_dir)
         return delivered
+
+
+def _read_spooled(name: str, file: Path) -> tuple[str, dt.datetime, dict[str, str]]:
+    """(hook, firing time, variables) of a spool file named `<unix-ms>.<seq>.<pid>.<hook>.json`."""
+    millis, _seq, _pid, hook = name.removesuffix(".json").split(".", 3)
+    at = dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC)  # Overflow- or ValueError
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook {hook!r}")
+    return hook, at, parse_variables(file.read_bytes())
+
+
+def _set_aside(file: Path, target: Path) -> None:
+    try:
+        file.rename(target)
+    except OSError as exc:
+        logger.error("cannot rename spool file %s to %s: %s", file.name, target.name, exc)
 
 
 def _spool_order(file: Path) -> tuple[int, int, str]:

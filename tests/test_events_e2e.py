@@ -112,6 +112,7 @@ async def test_hook_reaches_js_and_python_subscribers_on_all_three_topics(
     result = await mtx.run("read", "porch", MTX_QUERY=query, MTX_READER_TYPE="rtspSession",
                            MTX_READER_ID="c0ffee")
     assert result.returncode == 0, result.stderr
+    await server.sidecar.bus.drain()
     [event] = published
     expected = {"domain": "camera", "entity": camera, "event": "read", "at": event.payload()["at"],
                 "details": {"path": "porch", "query": query, "name": "Porch", "enabled": True,
@@ -157,6 +158,35 @@ async def test_500_concurrent_hook_calls_arrive_exactly_once_at_every_subscriber
     await py.client.disconnect()
     # Nothing more arrived (no duplicates) by the time the JS client is closed.
     assert [line for line in await js.close() if line.get("topic") not in (None, "log")] == []
+
+
+@pytest.mark.parametrize(("query", "shown"), [
+    # MediaMTX before v1.18.1 passes the reader's query raw...
+    ("jwt=eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl&view=hd&Password=hunter2%21&a=%20b",
+     "jwt=REDACTED&view=hd&Password=REDACTED&a=%20b"),
+    # ...and url.QueryEscape'd since.
+    ("jwt%3DeyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl%26view%3Dhd%26Password%3Dhunter2%2521",
+     "jwt%3DREDACTED%26view%3Dhd%26Password%3DREDACTED"),
+])
+async def test_reader_credentials_in_the_query_reach_no_subscriber_nor_log(
+        server: RunningSidecar, tmp_path: Path, query: str, shown: str) -> None:
+    await add_camera(server.sidecar.store, "porch", name="Porch")
+    py = PySubscriber()
+    await py.client.connect(server.url, auth={"token": await server.login()},
+                            transports=["websocket"])
+    mtx = MediaMTX(hook_settings(), {"PATH": busybox_path(tmp_path / "bin"),
+                                     "NESTMTX_URL": server.url,
+                                     "NESTMTX_HOOK_SECRET": server.hook_secret})
+    for hook in ("read", "unread"):
+        result = await mtx.run(hook, "porch", MTX_QUERY=query, MTX_READER_TYPE="rtspSession",
+                               MTX_READER_ID="r1")
+        assert result.returncode == 0, result.stderr
+    received = await py.events(6)
+    await py.client.disconnect()
+    assert {payload["details"]["query"] for _, payload in received} == {shown}
+    logs = "\n".join(entry["msg"] for entry in server.sidecar.log_stream.recent)
+    for secret in ("eyJhbGciOiJIUzI1NiJ9", "hunter2"):
+        assert secret not in json.dumps(received) and secret not in logs
 
 
 async def test_events_command_tails_events_and_logs_and_stops_on_ctrl_c(

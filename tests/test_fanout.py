@@ -137,7 +137,8 @@ async def test_concurrent_deliveries_reach_every_socket_in_the_same_order(
         await subscribe(sock, "log")
     event = Event("camera", "ready", 7, {"path": "cam7"})
     line = {"level": 30, "message": "marker", "time": 0}
-    await asyncio.gather(server.sidecar.bus.publish(event),
+    # The gateway's own bus subscriber: the bus would start it only after the logs.
+    await asyncio.gather(server.sidecar.gateway.publish(event),
                          server.sidecar.gateway.send_logs([line]))
     orders = set()
     for sock in sockets:

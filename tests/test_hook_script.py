@@ -70,10 +70,15 @@ def capture(bus: EventBus) -> Iterator[asyncio.Queue[Event]]:
     unsubscribe()
 
 
+# What subscribers see of a query: a reader's `token` is a credential.
+SHOWN_QUERY = {"token=x y": "token=REDACTED"}
+
+
 def expected_details(hook: str, path: str, name: str | None, enabled: bool) -> dict[str, object]:
     values = VALUES[hook]
-    details: dict[str, object] = {"path": path, "query": values["MTX_QUERY"], "name": name,
-                                  "enabled": enabled}
+    query = values["MTX_QUERY"]
+    details: dict[str, object] = {"path": path, "query": SHOWN_QUERY.get(query, query),
+                                  "name": name, "enabled": enabled}
     details.update({key: values[var] for key, var in EXTRA.items() if var in values})
     return details
 
@@ -117,6 +122,44 @@ async def test_demand_for_a_path_without_camera_exits_at_once(
     assert "404" in result.stderr_lines[0]
     event = await asyncio.wait_for(events.get(), 5)  # the demand itself is still reported
     assert (event.event, event.entity) == ("demand", None)
+
+
+@pytest.mark.parametrize("hook", ["demand", "read"])
+async def test_dot_segments_are_refused_before_anything_is_sent(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event], hook: str) -> None:
+    # Resolved, as curl does by default, this demand would ask /hooks/source/cam1 and
+    # publish cam1's stream under an alias path, past MediaMTX's per-path permissions.
+    await add_camera(server.sidecar.store, "cam1", protocols=("WEB_RTC",))
+    source = WaitSource()
+    server.sidecar.receiver.streams = source
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    result = await mtx.run(hook, "public/../../source/cam1", within=5, **VALUES[hook])
+    assert result.returncode == 2
+    assert len(result.stderr_lines) == 1, result.stderr_lines
+    line = result.stderr_lines[0]
+    assert line.startswith("nestmtx-hook: ") and "'public/../../source/cam1'" in line
+    assert ". or .. segment" in line
+    assert source.asked == []
+    await server.sidecar.bus.drain()
+    assert events.empty()  # the script sent nothing at all
+
+
+async def test_huge_values_are_cut_with_a_marker_and_the_hook_stays_fast(
+        server: RunningSidecar, tools: str, events: asyncio.Queue[Event]) -> None:
+    # 300 KB in three variables (Linux takes 128 KiB per environment string): BusyBox awk
+    # needed 14 s to escape that much, far past what a hook may take.
+    huge = {"MTX_QUERY": "q" * 100_000, "MTX_READER_TYPE": "t" * 100_000,
+            "MTX_READER_ID": 'i"\\' * 33_333}
+    mtx = mediamtx(server.url, server.hook_secret, tools)
+    started = time.monotonic()
+    result = await mtx.run("read", "cam", within=30, **huge)
+    assert time.monotonic() - started < 5
+    assert (result.returncode, result.stderr) == (0, b"")
+    event = await asyncio.wait_for(events.get(), 5)
+    for key, variable in (("query", "MTX_QUERY"), ("readerType", "MTX_READER_TYPE"),
+                          ("readerId", "MTX_READER_ID")):
+        assert event.details[key] == huge[variable][:16384] + "...[truncated]"
+    assert event.details["path"] == "cam"
 
 
 class WaitSource:

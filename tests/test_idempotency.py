@@ -39,6 +39,7 @@ async def test_a_repeated_key_is_accepted_but_delivered_once(server: RunningSide
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.json() == {"accepted": True, "duplicate": True}
     await post(server, "1700.000002.42.read", "b")
+    await server.sidecar.bus.drain()
     assert [e.details["readerId"] for e in events] == ["a", "b"]
 
 
@@ -58,6 +59,7 @@ async def test_a_spooled_copy_of_a_delivered_call_is_not_delivered_again(
     (spool / "1700.000003.7.read.json").write_text('{"MTX_PATH": "p", "MTX_READER_ID": "a"}')
     (spool / "1700.000004.7.read.json").write_text('{"MTX_PATH": "p", "MTX_READER_ID": "b"}')
     await server.sidecar.receiver.replay_spool(spool)
+    await server.sidecar.bus.drain()
     assert [e.details["readerId"] for e in events] == ["a", "b"]
     assert list(spool.iterdir()) == []
 
@@ -69,6 +71,8 @@ async def test_replicas_sharing_redis_deliver_a_key_once(tmp_path: Path,
         events_a, events_b = record_events(a), record_events(b)
         assert (await post(a, "1700.000005.9.read", "x")).json()["accepted"] is True
         assert (await post(b, "1700.000005.9.read", "x")).json()["duplicate"] is True
+        await a.sidecar.bus.drain()
+        await b.sidecar.bus.drain()
         assert len(events_a) + len(events_b) == 1
 
 

@@ -209,6 +209,17 @@ async def test_hook_events_arrive_on_their_topics_with_the_socketio_payload(
     assert decode(watcher.messages[0])["details"]["query"] == "a=1&b=é %2F"
 
 
+async def test_reader_credentials_in_the_query_are_redacted_on_mqtt(
+        mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
+    _, camera_id = await add_camera(mqtt_server, "front")
+    async with Watcher(broker, "nestmtx/events/#") as watcher:
+        await fire(mqtt_server, "read", MTX_PATH="front", MTX_READER_ID="r-1",
+                   MTX_QUERY="Token=abc%20def&view=1&sig=0xfeed")
+        message = await watcher.expect(f"nestmtx/events/camera/{camera_id}/read")
+    assert decode(message)["details"]["query"] == "Token=REDACTED&view=1&sig=REDACTED"
+    assert b"abc%20def" not in message.payload and b"0xfeed" not in message.payload
+
+
 async def test_retained_state_and_discovery_appear_and_go_when_the_camera_is_disabled(
         mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
     credential_id, camera_id = await add_camera(mqtt_server, "porch")
@@ -290,6 +301,16 @@ async def _update_camera(broker: Mosquitto, token: str, camera_id: int) -> Any:
         return await requester.ask({"command": "update", "module": "cameras",
                                     "requestId": "disable-1", "entity": camera_id,
                                     "payload": {"is_enabled": False}, "token": token})
+
+
+async def test_a_lone_surrogate_in_a_request_gets_its_error_reply(
+        mqtt_server: RunningSidecar, broker: Mosquitto) -> None:
+    # Valid JSON (an escape) for a string UTF-8 cannot hold: the reply echoes the bad key.
+    body = b'{"command": "list", "module": "version", "requestId": "s1", "\\ud800": 1}'
+    async with Watcher(broker, "nestmtx/responses/#") as mqtt:
+        reply = await mqtt.ask(body, "nestmtx/responses/s1")
+    assert reply["error"]["code"] == "invalid"
+    assert reply["error"]["details"] == [{"field": "\ud800", "message": "unknown field"}]
 
 
 async def test_request_api_answers_lcrud_with_and_without_a_token_like_the_socketio_door(

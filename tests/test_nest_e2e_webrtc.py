@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 
+from nestmtx_sidecar.events import EventBus
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 from tests.mediamtx import HookProcess, MediaMTX, hook_settings
@@ -42,6 +43,7 @@ class Rig:
     events: Events
     receiver: Receiver
     mediamtx: MediaMTX
+    bus: EventBus
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +65,7 @@ async def webrtc_rig(tmp_path: Path, peer: FakeNestWebRtc) -> AsyncIterator[Rig]
             "PATH": "/usr/local/bin:/usr/bin:/bin", "NESTMTX_URL": running.url,
             "NESTMTX_HOOK_SECRET": running.hook_secret})
         try:
-            yield Rig(google, events, receiver, mediamtx)
+            yield Rig(google, events, receiver, mediamtx, running.sidecar.bus)
         finally:
             await peer.close()
 
@@ -74,8 +76,8 @@ async def end_demand(rig: Rig, hook: HookProcess) -> None:
     assert result.returncode == 0 and not result.left_running, result.stderr_lines
     undemand = await rig.mediamtx.run("unDemand", PATH)
     assert undemand.returncode == 0, undemand.stderr_lines
-    # The bus delivers unDemand to the WebRTC streams before the hook's POST is answered.
     await rig.events.wait("camera", "unDemand")
+    await rig.bus.drain()  # the POST was answered at once; the WebRTC streams stop after it
 
 
 def video_times(path: Path) -> list[float]:

@@ -142,6 +142,7 @@ async def test_stream_lifecycle_through_the_demand_hook(tmp_path, store, request
             undemand = await mediamtx.run("unDemand", "cam0")
             assert undemand.returncode == 0
             await events.wait("camera", "unDemand")
+            await running.sidecar.bus.drain()  # the POST is answered before Google is told
             stops = [c for c in google.calls if c.endpoint == "StopRtspStream"]
             assert len(stops) == 1 and stops[0].status == 200
             calls = len(google.calls)

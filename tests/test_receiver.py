@@ -12,9 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nestmtx_sidecar.camera_details import redact_query
 from nestmtx_sidecar.events import Event
+from nestmtx_sidecar.modules.cameras import has_dot_segment
+from nestmtx_sidecar.receiver import MAX_BODY
 from tests.conftest import RunningSidecar
-from tests.mediamtx import MediaMTX, busybox_path, curl_path, hook_settings, hook_variables
+from tests.mediamtx import (
+    MediaMTX,
+    add_camera,
+    busybox_path,
+    curl_path,
+    hook_settings,
+    hook_variables,
+)
 
 
 def post(server: RunningSidecar, hook: str, body: bytes | None = None,
@@ -40,6 +50,7 @@ async def test_aliases_map_to_ready_and_not_ready(server: RunningSidecar) -> Non
     for hook in ("available", "unavailable"):
         reply = await apost(server, hook, json_body={"MTX_PATH": "x", "MTX_SOURCE_ID": "s"})
         assert reply.status_code == 202, reply.text
+    await server.sidecar.bus.drain()
     assert [e.event for e in seen] == ["ready", "notReady"]
     assert seen[0].details["sourceId"] == "s" and seen[0].details["sourceType"] == ""
 
@@ -76,6 +87,10 @@ async def test_unknown_hook_is_404(server: RunningSidecar) -> None:
     (b'{"MTX_PATH": "x", "lower case": "v"}', 422, "variable name"),
     (b"{" + b'"MTX_PATH": "' + b"x" * 70_000 + b'"}', 400, "larger"),
     (b'{"MTX_PATH": "\xff\xfe"}', 202, ""),  # not UTF-8: still an event, bytes replaced
+    (b"[" * 60_000, 400, "not valid JSON"),  # deeper than the parser's recursion limit
+    (b'{"MTX_PATH": "x", "\\ud800": "v"}', 422, "variable name"),  # echoed, then encoded
+    (b'{"MTX_PATH": "x", "MTX_QUERY": ' + b'{"a": ' * 9_000 + b"1" + b"}" * 9_001, 400,
+     "not valid JSON"),
 ])
 async def test_malformed_bodies_get_precise_4xx(server: RunningSidecar, body: bytes,
                                                 status: int, fragment: str) -> None:
@@ -89,7 +104,9 @@ async def test_malformed_bodies_get_precise_4xx(server: RunningSidecar, body: by
 # Values as MediaMTX may pass them: anything but NUL (environment strings cannot hold it).
 values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                  max_size=40)
-paths = values.filter(bool)
+# Less what is refused or redacted on purpose: dot segments, reader credentials.
+paths = values.filter(lambda path: bool(path) and not has_dot_segment(path))
+queries = values.filter(lambda query: redact_query(query) == query)
 
 
 @pytest.mark.parametrize("backend", ["busybox", "curl"])
@@ -107,7 +124,7 @@ async def test_fuzzed_values_round_trip_byte_exact_through_the_script(
 
     # Hypothesis drives a plain function; it runs in a thread so the server keeps serving.
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(path=paths, query=values, source_type=values, source_id=values)
+    @given(path=paths, query=queries, source_type=values, source_id=values)
     def round_trip(path: str, query: str, source_type: str, source_id: str) -> None:
         variables = hook_variables("ready", path, MTX_QUERY=query, MTX_SOURCE_TYPE=source_type,
                                    MTX_SOURCE_ID=source_id)
@@ -159,3 +176,72 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     finally:
         stop.set()
         thread.join(30)
+
+
+DOT_PATHS = ["public/../../source/cam1", "..", ".", "a/./b", "a/.."]
+
+
+@pytest.mark.parametrize("path", DOT_PATHS)
+async def test_a_hook_for_a_path_with_dot_segments_is_refused(server: RunningSidecar,
+                                                              path: str) -> None:
+    reply = await apost(server, "unDemand", json_body={"MTX_PATH": path})
+    assert reply.status_code == 422, reply.text
+    error = reply.json()["error"]
+    assert error["details"] == [{"field": "MTX_PATH", "message": "must not have . or .. segments"}]
+
+
+async def raw_request(server: RunningSidecar, request: bytes) -> tuple[int, bytes]:
+    """Bytes sent as they are (an HTTP client would resolve dot segments, or finish the
+    body); the answer's status and body, read without waiting for the request to end."""
+    port = int(server.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = next(int(line.split(b":")[1]) for line in head.lower().splitlines()
+                      if line.startswith(b"content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+    finally:
+        writer.close()
+    return int(head.split()[1]), body
+
+
+def hook_request(server: RunningSidecar, line: str, *headers: str) -> bytes:
+    return "\r\n".join([line, "Host: 127.0.0.1", f"Authorization: Bearer {server.hook_secret}",
+                         *headers, "", ""]).encode()
+
+
+async def test_the_source_of_a_path_with_dot_segments_is_refused(server: RunningSidecar) -> None:
+    await add_camera(server.sidecar.store, "cam1")
+    status, body = await raw_request(server, hook_request(
+        server, "GET /hooks/source/public/../../source/cam1 HTTP/1.1"))
+    assert status == 422 and b". or .. segments" in body
+
+
+@pytest.mark.parametrize("path", DOT_PATHS)
+async def test_mtx_path_with_dot_segments_is_refused(server: RunningSidecar, token: str,
+                                                     path: str) -> None:
+    camera = await add_camera(server.sidecar.store, "cam")
+    async with httpx.AsyncClient(base_url=server.url,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        reply = await client.put(f"/api/cameras/{camera}", json={"mtx_path": path})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"]["details"] == [
+        {"field": "mtx_path", "message": "must not have . or .. segments"}]
+
+
+async def test_a_body_past_the_limit_is_refused_before_it_ends(server: RunningSidecar) -> None:
+    chunk = b'{"MTX_PATH": "' + b"x" * (MAX_BODY + 1)
+    # The chunked body never ends: the answer must come anyway.
+    status, body = await raw_request(server, hook_request(
+        server, "POST /hooks/read HTTP/1.1", "Transfer-Encoding: chunked"
+    ) + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    assert status == 400 and b"larger" in body
+
+
+async def test_a_declared_length_past_the_limit_is_refused_unread(server: RunningSidecar
+                                                                  ) -> None:
+    status, body = await raw_request(server, hook_request(
+        server, "POST /hooks/read HTTP/1.1", f"Content-Length: {10 * MAX_BODY}"))
+    assert status == 400 and b"larger" in body

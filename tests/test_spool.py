@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import socketio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nestmtx_sidecar.events import Event
 from tests.conftest import RunningSidecar
@@ -42,6 +48,7 @@ async def test_replay_in_firing_order_with_original_time_exactly_once(
 
     server.sidecar.bus.subscribe(subscriber)
     assert await server.sidecar.receiver.replay_spool(spool) == 4
+    await server.sidecar.bus.drain()
     assert [(e.event, e.entity) for e in seen] == [
         ("ready", camera), ("read", camera), ("unread", camera), ("ready", None)]
     assert [e.at for e in seen] == [dt.datetime.fromtimestamp((base + off) / 1000, dt.UTC)
@@ -65,6 +72,71 @@ async def test_unreadable_spool_files_are_set_aside(server: RunningSidecar,
     assert not good.exists()
     assert sorted(p.name for p in spool.iterdir()) == sorted(
         [".5.0.1.read.json.tmp", *(f.with_suffix(".bad").name for f in bad)])
+
+
+GOOD_BODY = {"MTX_PATH": "cam", "MTX_READER_ID": ""}
+# Each kind of bad file, as (name, body) for the n-th file of a spool.
+BAD_FILES: dict[str, Callable[[int], tuple[str, bytes]]] = {
+    "deeply nested JSON": lambda n: (f"{BASE + n}.0.1.read.json", b"[" * 50_000),
+    "nested past the limit in a value": lambda n: (
+        f"{BASE + n}.0.1.read.json",
+        b'{"MTX_PATH": "x", "MTX_QUERY": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"),
+    "timestamp beyond any clock": lambda n: (
+        f"{'9' * 200}.{n}.1.read.json", json.dumps(GOOD_BODY).encode()),
+    "name too long to claim": lambda n: (
+        f"{'9' * 240}.{n}.1.read.json", json.dumps(GOOD_BODY).encode()),
+    "timestamp past the year 9999": lambda n: (
+        f"{10 ** 17 + n}.0.1.read.json", json.dumps(GOOD_BODY).encode()),
+    "timestamp not a number": lambda n: (f"x{n}.0.1.read.json", json.dumps(GOOD_BODY).encode()),
+    "not JSON": lambda n: (f"{BASE + n}.0.1.read.json", b"{not json"),
+    "unknown hook": lambda n: (f"{BASE + n}.0.1.nosuchhook.json", json.dumps(GOOD_BODY).encode()),
+    "dot segment": lambda n: (f"{BASE + n}.0.1.read.json", b'{"MTX_PATH": "a/../cam"}'),
+}
+BASE = 1_790_000_000_000
+
+
+async def test_no_bad_file_stops_the_replay_of_the_files_after_it(
+        server: RunningSidecar, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[Event] = []
+
+    async def subscriber(event: Event) -> None:
+        seen.append(event)
+
+    server.sidecar.bus.subscribe(subscriber)
+    pids = itertools.count(1)
+
+    async def replay(spool: Path) -> int:
+        replayed = await server.sidecar.receiver.replay_spool(spool)
+        await server.sidecar.bus.drain()
+        return replayed
+
+    # Hypothesis drives a plain function; it runs in a thread so the server keeps serving.
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(kinds=st.lists(st.sampled_from(["good", *BAD_FILES]), min_size=1, max_size=8))
+    def sweep(kinds: list[str]) -> None:
+        spool = Path(tempfile.mkdtemp(dir=tmp_path))
+        pid = next(pids)  # ids are delivered once: each example's files are new calls
+        good, bad = [], []
+        for n, kind in enumerate(kinds):
+            if kind == "good":
+                spool_file(spool, BASE + n, 0, "read", {**GOOD_BODY, "MTX_READER_ID": str(n)},
+                           pid=pid)
+                good.append(str(n))
+            else:
+                name, body = BAD_FILES[kind](n)
+                (spool / name).write_bytes(body)
+                bad.append(Path(name).with_suffix(".bad").name)
+        del seen[:]
+        caplog.clear()
+        replayed = asyncio.run_coroutine_threadsafe(replay(spool), loop).result(30)
+        assert replayed == len(good)
+        assert [e.details["readerId"] for e in seen] == good
+        assert sorted(p.name for p in spool.iterdir()) == sorted(bad)
+        set_aside = [r for r in caplog.records if "as .bad" in r.getMessage()]
+        assert len(set_aside) == len(bad)
+
+    await asyncio.to_thread(sweep)
 
 
 async def test_missing_spool_dir_is_nothing_to_replay(server: RunningSidecar,

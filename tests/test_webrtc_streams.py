@@ -91,6 +91,7 @@ async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Pa
             # Once known not to extend, the next renewal goes straight to a new session.
             await events.next("extended")
             await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+            await bus.drain()
             await finished(receiver)  # the publication ended with the demand
         finally:
             await streams.close()
@@ -122,6 +123,7 @@ async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
             assert "regenerated" not in extended.details
             assert extended.details["expiresAt"].endswith("Z")
             await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+            await bus.drain()
             await finished(receiver)  # the publication ended with the demand
         finally:
             await streams.close()

@@ -43,6 +43,15 @@ class CameraRef:
 CameraChange = Callable[[CameraRef | None, CameraRef | None], Awaitable[None]]
 
 
+DOT_SEGMENTS = "must not have . or .. segments"
+
+
+def has_dot_segment(path: str) -> bool:
+    """A `.` or `..` segment lets a path name another (`public/../../source/cam1`, as curl
+    resolves it), past MediaMTX's per-path permissions."""
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
 def validate_mtx_path(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -56,6 +65,8 @@ def validate_mtx_path(value: Any) -> str | None:
                    "(MediaMTX's path characters)")
     elif value.startswith(("/", "~")) or value.endswith("/"):
         problem = "must not start with / or ~, nor end with /"
+    elif has_dot_segment(value):
+        problem = DOT_SEGMENTS
     if problem:
         raise Invalid(f"mtx_path {problem}", [field_error("mtx_path", problem)])
     return value

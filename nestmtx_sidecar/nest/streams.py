@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..camera_details import camera_details
 from ..errors import Invalid, Unavailable
 from ..events import Event, EventBus, isoformat
 from ..modules.cameras import CameraRef, Cameras
@@ -53,11 +54,6 @@ class _Session:
 
     def alive(self) -> bool:
         return self.url is not None and self.seconds_left() > self.guard
-
-
-def _details(camera: CameraRef, **extra: Any) -> dict[str, Any]:
-    return {"path": camera.mtx_path, "query": "", "name": camera.name,
-            "enabled": camera.enabled, **extra}
 
 
 class StreamSupervisor:
@@ -104,7 +100,8 @@ class StreamSupervisor:
         message = f"camera {camera.name!r} has no live stream Google can serve"
         logger.error(message)
         await self._bus.publish(Event("camera", "error", camera.id,
-                                      _details(camera, error=message, reason="no_live_stream")))
+                                      camera_details(camera.mtx_path, camera, error=message,
+                                                     reason="no_live_stream")))
         raise Invalid(message)
 
     async def _generate(self, session: _Session) -> None:
@@ -191,8 +188,8 @@ class StreamSupervisor:
             expires_at = isoformat(session.expires_at or utcnow())
             logger.info("camera %d (%s): stream extended until %s", camera.id, camera.name,
                         expires_at)
-            await self._bus.publish(Event("camera", "extended", camera.id, _details(
-                camera, expiresAt=expires_at, generation=session.generation)))
+            await self._bus.publish(Event("camera", "extended", camera.id, camera_details(
+                camera.mtx_path, camera, expiresAt=expires_at, generation=session.generation)))
             return True
 
     async def _failed(self, session: _Session, error: str, reason: str, attempt: int,
@@ -205,8 +202,9 @@ class StreamSupervisor:
                        camera.id, camera.name, attempt, reason, error,
                        "; retrying" if will_retry else
                        "; generating a new stream" if session.wanted else "")
-        await self._bus.publish(Event("camera", "failed-extension", camera.id, _details(
-            camera, error=error, reason=reason, attempt=attempt, willRetry=will_retry, **extra)))
+        await self._bus.publish(Event("camera", "failed-extension", camera.id, camera_details(
+            camera.mtx_path, camera, error=error, reason=reason, attempt=attempt,
+            willRetry=will_retry, **extra)))
 
     async def stop_stream(self, camera_id: int, why: str) -> None:
         """End a camera's session: cancel its timers and tell Google (StopRtspStream) once."""

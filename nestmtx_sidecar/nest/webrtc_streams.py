@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ..camera_details import camera_details
 from ..errors import Unavailable
 from ..events import Event, EventBus, isoformat
 from ..modules.cameras import CameraRef
 from ..store import utcnow
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
-from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN, _details
+from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN
 
 if TYPE_CHECKING:
     from .webrtc import Answer, Generate, WebRtcPublisher
@@ -198,7 +199,8 @@ class WebRtcStreams:
 
     async def _publish(self, session: _Session, event: str, **extra: Any) -> None:
         await self._bus.publish(Event("camera", event, session.camera.id,
-                                      _details(session.camera, **extra)))
+                                      camera_details(session.camera.mtx_path, session.camera,
+                                                     **extra)))
 
     async def stop(self, camera_id: int, why: str) -> None:
         session = self._sessions.pop(camera_id, None)
