@@ -291,3 +291,13 @@ async def test_password_checks_do_not_queue_behind_the_default_thread_pool(
     finally:
         gate.set()
         await asyncio.gather(*blockers)
+
+
+async def test_the_hashing_threads_end_with_the_service(tmp_path: Path) -> None:
+    async with serve_in_loop(make_settings(tmp_path)) as running:
+        await running.login()
+        hashing = [t for t in threading.enumerate() if t.name.startswith("password-hash")]
+        assert hashing
+    for thread in hashing:
+        await asyncio.to_thread(thread.join, REPLY_TIMEOUT)
+        assert not thread.is_alive()
