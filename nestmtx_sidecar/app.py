@@ -28,6 +28,7 @@ from .fanout import FastManager, fast_manager_class
 from .gateway import Gateway
 from .http_api import HttpApi, IgnoreTrailingSlash, http_error, server_error
 from .lease import make_lease
+from .login_guard import LoginGuard
 from .logstream import LogStream
 from .mediamtx_api import MediaMtxPaths
 from .mediamtx_config import persistent_paths
@@ -40,7 +41,7 @@ from .modules.users import Users
 from .modules.version import Version
 from .nest.service import Nest
 from .receiver import HookReceiver
-from .security import Redactor, SecretBox, hash_password
+from .security import PasswordHasher, Redactor, SecretBox
 from .store import Store, users
 
 if TYPE_CHECKING:
@@ -65,7 +66,9 @@ class Sidecar:
         self.store = Store(settings.resolved_database_url)
         self.box = SecretBox(settings.app_key)
         self.bus = EventBus()
-        self.auth = Auth(self.store, settings.token_ttl)
+        self.hasher = PasswordHasher()
+        self.login_guard = LoginGuard()
+        self.auth = Auth(self.store, settings.token_ttl, self.hasher, self.login_guard)
         self.cameras = Cameras(self.store)
         self.credentials = Credentials(self.store, self.box, self.redactor,
                                        settings.google_consent_url)
@@ -77,12 +80,13 @@ class Sidecar:
         if self.redis is not None:
             checks["redis"] = self._ping_redis
         self.dispatcher = Dispatcher([
-            self.auth, Users(self.store, self.auth), self.cameras, self.credentials,
+            self.auth, Users(self.store, self.auth, self.hasher), self.cameras, self.credentials,
             Health(checks), Version(),
         ])
         manager = (fast_manager_class(socketio.AsyncRedisManager)(settings.redis_url)
                    if settings.redis_url else FastManager())
-        self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager)
+        self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager,
+                               settings.trusted_proxy_networks)
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
                          self.credentials, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
@@ -142,6 +146,8 @@ class Sidecar:
         await self.store.close()
         if self.redis is not None:
             await self.redis.aclose()
+        self.login_guard.close()
+        self.hasher.close()
 
     async def _ping_redis(self) -> None:
         assert self.redis is not None  # the check is registered only with Redis
@@ -164,7 +170,7 @@ class Sidecar:
                 self.redactor.pin(password)  # shown once below, never in a log line
                 _announce(f"Created user {username!r} with password {password} "
                           "(shown once; set NESTMTX_ADMIN_PASSWORD to choose your own)")
-            password_hash = await asyncio.to_thread(hash_password, password)
+            password_hash = await self.hasher.hash(password)
             if existing is None:
                 await conn.execute(users.insert().values(
                     username=username, password_hash=password_hash, can_login=True))
@@ -179,7 +185,7 @@ def _announce(message: str) -> None:
 
 
 def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
-    http = HttpApi(sidecar.dispatcher, sidecar.auth)
+    http = HttpApi(sidecar.dispatcher, sidecar.auth, sidecar.settings.trusted_proxy_networks)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -72,6 +72,9 @@ def serve(settings: Settings) -> None:
         app, host=settings.host, port=settings.port, log_config=None,
         # Deflate per message costs more than it saves on small JSON events.
         ws_per_message_deflate=False,
+        # The client address is ours to read (NESTMTX_TRUSTED_PROXIES): uvicorn's own rule
+        # would believe any X-Forwarded-For sent from 127.0.0.1.
+        proxy_headers=False,
         # SIGTERM: 5 s to drain requests, then the sidecar stops its Nest streams and parts:
         # all within the 10 s Docker waits before SIGKILL.
         timeout_graceful_shutdown=5,

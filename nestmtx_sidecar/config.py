@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography.fernet import Fernet
 
+from .client_address import Network, parse_networks
 from .modules.users import MIN_PASSWORD
 from .private_files import private_dir, private_file
 
@@ -52,6 +53,7 @@ class Settings:
     mqtt_url: str = ""
     mqtt_base: str = "nestmtx"
     mqtt_discovery_prefix: str = "homeassistant"
+    trusted_proxies: str = ""  # addresses/CIDRs whose X-Forwarded-For names the client
     secrets_generated: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -62,6 +64,10 @@ class Settings:
         drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
                    "postgres": "postgresql+asyncpg"}
         return drivers.get(scheme, scheme) + sep + rest
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def python_log_level(self) -> int:
@@ -160,6 +166,10 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))
     _check_url("NESTMTX_MQTT_URL", settings.mqtt_url, ("mqtt", "mqtts"))
+    try:
+        settings.trusted_proxy_networks  # noqa: B018 -- parsing is the check
+    except ValueError as exc:
+        raise ConfigError(f"NESTMTX_TRUSTED_PROXIES: {exc}") from None
     if settings.app_key:
         try:
             Fernet(settings.app_key)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import client_address
 from .errors import (
     BadRequest,
     Invalid,
@@ -106,7 +107,9 @@ class Dispatcher:
     def __init__(self, modules: list[Module]) -> None:
         self.modules = {module.name: module for module in modules}
 
-    async def run(self, request: Request, caller: Caller | None) -> Any:
+    async def run(self, request: Request, caller: Caller | None,
+                  client: str = client_address.UNKNOWN) -> Any:
+        """Run one request for `caller` (None: not logged in) from the address `client`."""
         module = self.modules.get(request.module)
         if module is None:
             raise NotFound(f"Unknown module {request.module!r}; known: "
@@ -117,16 +120,21 @@ class Dispatcher:
             )
         if caller is None and request.command not in module.public_commands:
             raise Unauthorized("A valid bearer token is required")
-        return await module.call(request.command, caller, request.entity, request.payload)
+        context = client_address.CURRENT.set(client)
+        try:
+            return await module.call(request.command, caller, request.entity, request.payload)
+        finally:
+            client_address.CURRENT.reset(context)
 
     async def answer(self, raw: Any, caller: Caller | None,
-                     allowed_fields: frozenset[str] = frozenset(_FIELDS)) -> tuple[str | None, Any]:
+                     allowed_fields: frozenset[str] = frozenset(_FIELDS),
+                     client: str = client_address.UNKNOWN) -> tuple[str | None, Any]:
         """Never raises: returns (requestId or None, result or error object)."""
         request_id = None
         try:
             request = parse_request(raw, allowed_fields)
             request_id = request.request_id
-            return request_id, await self.run(request, caller)
+            return request_id, await self.run(request, caller, client)
         except RequestError as exc:
             return exc.request_id, exc.to_dict()
         except SidecarError as exc:

@@ -44,6 +44,17 @@ class Invalid(SidecarError):
     status, code = 422, "invalid"
 
 
+class TooManyRequests(SidecarError):
+    """Refused for now; `retry_after` says in how many seconds to try again."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(f"{message}: try again in {retry_after} s",
+                         [{"retry_after": retry_after}])
+        self.retry_after = retry_after
+
+
 class Unavailable(SidecarError):
     status, code = 503, "unavailable"
 

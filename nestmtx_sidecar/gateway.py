@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
 
+from . import client_address
 from .dispatch import Dispatcher
 from .errors import Invalid, Unauthorized
 from .events import Event
@@ -25,6 +27,12 @@ EVERYTHING = "everything"  # sockets that never chose topics get every event (Ne
 TOPIC_ROOM = "topic:"  # prefix of the room of each topic a socket subscribed to
 MAX_TOPIC_LENGTH = 200
 TOKEN_SWEEP_SECONDS = 10.0
+DROP_GRACE_SECONDS = 0.5  # a socket that revoked its own token gets its answer this long
+NAMESPACE = "/"
+_REVOKED = Unauthorized("This socket's token was revoked or has expired")
+
+# The socket and request running in this task, so a revocation knows its own cause.
+_requesting: ContextVar[tuple[str, object] | None] = ContextVar("requesting", default=None)
 
 
 def token_from_handshake(environ: dict[str, Any], auth: Any) -> str | None:
@@ -44,19 +52,24 @@ class Gateway:
     """Owns the python-socketio server; knows nothing of where events come from."""
 
     def __init__(self, auth: Auth, dispatcher: Dispatcher, recent_logs: Any,
-                 client_manager: socketio.AsyncManager | None = None) -> None:
+                 client_manager: socketio.AsyncManager | None = None,
+                 trusted_proxies: Sequence[client_address.Network] = ()) -> None:
         self._auth = auth
         self._dispatcher = dispatcher
         self._recent_logs = recent_logs
+        self._trusted_proxies = trusted_proxies
         self.sio = socketio.AsyncServer(
             async_mode="asgi", cors_allowed_origins="*", client_manager=client_manager,
             logger=False, engineio_logger=False,
         )
-        self._callers: dict[str, Caller] = {}
+        self._callers: dict[str, Caller] = {}  # sockets whose token is valid, and only those
+        self._addresses: dict[str, str] = {}  # sid -> client address
         self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
+        # Sockets that revoked their own token: (the request that did, its deadline to drop).
+        self._answering: dict[str, tuple[object, asyncio.TimerHandle]] = {}
+        # Tokens revoked while each connect in progress checks its token.
+        self._connecting: list[set[int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._busy: dict[str, int] = {}  # sid -> requests in progress
-        self._drop_after_reply: set[str] = set()
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("request", self._on_request)
@@ -88,45 +101,71 @@ class Gateway:
                 self._drop_tokens(list(stale))
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        revoked: set[int] = set()
+        self._connecting.append(revoked)
         try:
             caller = await self._auth.authenticate(token_from_handshake(environ, auth))
         except Unauthorized as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
+        finally:
+            self._connecting.remove(revoked)
+        if caller.token_id in revoked:  # revoked while we were checking it
+            raise socketio.exceptions.ConnectionRefusedError("Invalid or revoked token")
+        # From here to the end, no await: a revocation either came before (refused above)
+        # or finds the socket in `_callers` and takes it out of the rooms entered here.
         self._callers[sid] = caller
-        await self.sio.enter_room(sid, AUTHENTICATED)
-        await self.sio.enter_room(sid, EVERYTHING)
+        self._addresses[sid] = client_address.from_scope(environ.get("asgi.scope", {}),
+                                                         self._trusted_proxies)
+        for room in (AUTHENTICATED, EVERYTHING):
+            self.sio.manager.basic_enter_room(sid, NAMESPACE, room)
         delay = (caller.expires_at - utcnow()).total_seconds()
         loop = asyncio.get_running_loop()
-        self._expiry_timers[sid] = loop.call_later(max(delay, 0), self._disconnect, sid)
+        self._expiry_timers[sid] = loop.call_later(max(delay, 0), self._revoke, sid)
         # Runs after the CONNECT packet is queued, so the client sees these as events.
         self._background(self._replay_logs(sid))
 
     async def _replay_logs(self, sid: str) -> None:
         for entry in list(self._recent_logs):
+            if sid not in self._callers:  # revoked meanwhile
+                return
             await self.sio.emit("log", entry, to=sid)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self._callers.pop(sid, None)
+        self._addresses.pop(sid, None)
         timer = self._expiry_timers.pop(sid, None)
         if timer:
             timer.cancel()
+        answering = self._answering.pop(sid, None)
+        if answering:
+            answering[1].cancel()
 
     async def _on_request(self, sid: str, *args: Any) -> Any:
+        caller = self._callers.get(sid)
+        if caller is None:
+            return _REVOKED.to_dict()  # on the ack only: a revoked socket gets no event
         # Extra arguments are ignored as NestMTX does; none at all is a malformed request.
         data = args[0] if args else None
-        self._busy[sid] = self._busy.get(sid, 0) + 1
+        request = object()
+        context = _requesting.set((sid, request))
         try:
-            request_id, reply = await self._dispatcher.answer(data, self._callers.get(sid))
-            await self.sio.emit(request_id or "failure", reply, to=sid)
+            request_id, reply = await self._dispatcher.answer(
+                data, caller, client=self._addresses.get(sid, client_address.UNKNOWN))
         finally:
-            self._busy[sid] -= 1
-            if not self._busy[sid]:
-                del self._busy[sid]
-                if sid in self._drop_after_reply:
-                    self._drop_after_reply.discard(sid)
-                    # Queued after this task returns, so the ack goes out before the drop.
-                    self._background(self.sio.disconnect(sid))
-        return reply  # python-socketio answers the acknowledgement callback, if any, with it
+            _requesting.reset(context)
+        if sid in self._callers:
+            await self.sio.emit(request_id or "failure", reply, to=sid)
+            return reply  # python-socketio answers the acknowledgement callback, if any
+        answering = self._answering.get(sid)
+        if answering is None or answering[0] is not request:
+            return None  # revoked while this ran, by something else: the answer is withheld
+        # This request revoked its own token (`auth delete current`): answer it, then drop.
+        del self._answering[sid]
+        answering[1].cancel()
+        await self.sio.emit(request_id or "failure", reply, to=sid)
+        # Queued after this task returns, so the ack goes out before the drop.
+        self._background(self.sio.disconnect(sid))
+        return reply
 
     async def _on_subscribe(self, sid: str, topics: Any = None) -> dict[str, Any]:
         """Opt in to chosen topics (event names such as `camera:ready`, `camera:*`, `log`).
@@ -134,19 +173,22 @@ class Gateway:
         The first subscribe takes the socket off the everything-feed; the reply (ack) lists
         the topics the socket now receives.
         """
-        return await self._change_topics(sid, topics, self.sio.enter_room)
+        return self._change_topics(sid, topics, self.sio.manager.basic_enter_room)
 
     async def _on_unsubscribe(self, sid: str, topics: Any = None) -> dict[str, Any]:
-        return await self._change_topics(sid, topics, self.sio.leave_room)
+        return self._change_topics(sid, topics, self.sio.manager.basic_leave_room)
 
-    async def _change_topics(self, sid: str, topics: Any,
-                             change: Callable[[str, str], Awaitable[None]]) -> dict[str, Any]:
+    def _change_topics(self, sid: str, topics: Any,
+                       change: Callable[[str, str, str], None]) -> dict[str, Any]:
+        """Synchronous, so that no revocation can land between the check and the change."""
+        if sid not in self._callers:
+            return _REVOKED.to_dict()
         names = _topic_list(topics)
         if isinstance(names, dict):
             return names
-        await self.sio.leave_room(sid, EVERYTHING)
+        self.sio.manager.basic_leave_room(sid, NAMESPACE, EVERYTHING)
         for name in names:
-            await change(sid, TOPIC_ROOM + name)
+            change(sid, NAMESPACE, TOPIC_ROOM + name)
         return {"topics": self._topics(sid)}
 
     def _topics(self, sid: str) -> list[str]:
@@ -155,18 +197,39 @@ class Gateway:
 
     def _drop_tokens(self, token_ids: list[int]) -> None:
         dropped = set(token_ids)
+        for revoked in self._connecting:
+            revoked |= dropped
         for sid, caller in list(self._callers.items()):
             if caller.token_id in dropped:
-                self._disconnect(sid)
+                self._revoke(sid)
 
-    def _disconnect(self, sid: str) -> None:
+    def _revoke(self, sid: str) -> None:
+        """The token of `sid` stopped being valid: out of every room now, disconnected soon.
+
+        Out of the rooms at once, so no event or log line reaches it from this moment; its
+        own sid room stays, which is how python-socketio still knows and disconnects it.
+        """
         if self._callers.pop(sid, None) is None:
             return
-        if sid in self._busy:
-            # E.g. `auth delete current` from this very socket: answer it, then drop it.
-            self._drop_after_reply.add(sid)
+        timer = self._expiry_timers.pop(sid, None)
+        if timer:
+            timer.cancel()
+        manager = self.sio.manager
+        for room in manager.get_rooms(sid, NAMESPACE):
+            if room != sid:
+                manager.basic_leave_room(sid, NAMESPACE, room)
+        cause = _requesting.get()
+        if cause is not None and cause[0] == sid:
+            # Its own request revoked it: that request answers, then drops it, but no later
+            # than DROP_GRACE_SECONDS whatever the request does.
+            self._answering[sid] = (cause[1], asyncio.get_running_loop().call_later(
+                DROP_GRACE_SECONDS, self._drop, sid))
         else:
-            self._background(self.sio.disconnect(sid))
+            self._drop(sid)
+
+    def _drop(self, sid: str) -> None:
+        self._answering.pop(sid, None)
+        self._background(self.sio.disconnect(sid))
 
     def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

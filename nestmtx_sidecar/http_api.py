@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -11,8 +12,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import client_address
 from .dispatch import Dispatcher, Request, parse_json
-from .errors import BadRequest, SidecarError, Unauthorized, internal_error
+from .errors import BadRequest, SidecarError, TooManyRequests, Unauthorized, internal_error
 from .modules import Caller
 from .modules.auth import Auth
 from .wire import ApiResponse, read_body
@@ -26,7 +28,11 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
 
 
 def error_response(error: SidecarError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, TooManyRequests):
+        headers["Retry-After"] = str(error.retry_after)
     return ApiResponse(error.to_dict(), status_code=error.status, headers=headers)
 
 
@@ -48,9 +54,11 @@ class IgnoreTrailingSlash:
 
 
 class HttpApi:
-    def __init__(self, dispatcher: Dispatcher, auth: Auth) -> None:
+    def __init__(self, dispatcher: Dispatcher, auth: Auth,
+                 trusted_proxies: Sequence[client_address.Network] = ()) -> None:
         self._dispatcher = dispatcher
         self._auth = auth
+        self._trusted_proxies = trusted_proxies
 
     @property
     def routes(self) -> list[Route]:
@@ -83,7 +91,8 @@ class HttpApi:
             payload = await self._payload(request, command)
             caller = await self._caller(request)
             result = await self._dispatcher.run(
-                Request(command, module, "http", entity, payload), caller
+                Request(command, module, "http", entity, payload), caller,
+                client_address.from_scope(request.scope, self._trusted_proxies),
             )
         except SidecarError as exc:
             return error_response(exc)

@@ -75,6 +75,7 @@ async def serve_in_loop(settings: Settings) -> AsyncIterator[RunningSidecar]:
     logging.getLogger().addHandler(sidecar.log_stream)
     config = uvicorn.Config(create_app(sidecar), host="127.0.0.1", port=settings.port,
                             log_config=None, ws_per_message_deflate=False, lifespan="on",
+                            proxy_headers=False,  # as `serve` runs it
                             # a long-poll still open at shutdown is not worth waiting for
                             timeout_graceful_shutdown=2)
     try:

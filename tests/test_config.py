@@ -57,6 +57,8 @@ def test_the_example_config_documents_every_setting_with_its_default() -> None:
     ("app_key: not-a-fernet-key", "NESTMTX_APP_KEY"),
     ("data_dir: {a: 1}", "NESTMTX_DATA_DIR"),
     ("host: \"a\\0b\"", "NESTMTX_HOST"),
+    ("trusted_proxies: 10.0.0.0/8,proxy.lan", "NESTMTX_TRUSTED_PROXIES"),
+    ("trusted_proxies: 10.0.0.0/33", "NESTMTX_TRUSTED_PROXIES"),
     ("colour: blue", "unknown setting 'colour'"),
     ("- a list", "expected a mapping"),
     ("port: [", "not valid YAML"),
@@ -122,3 +124,9 @@ def test_unusable_data_dir_is_a_config_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(ConfigError, match="NESTMTX_DATA_DIR"):
         with_generated_secrets(Settings(data_dir=blocker / "data"))
+
+
+def test_trusted_proxies_are_addresses_and_cidrs() -> None:
+    settings = load_settings(environ={"NESTMTX_TRUSTED_PROXIES": "10.0.0.5, fd00::/8"})
+    assert [str(n) for n in settings.trusted_proxy_networks] == ["10.0.0.5/32", "fd00::/8"]
+    assert load_settings(environ={}).trusted_proxy_networks == ()

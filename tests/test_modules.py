@@ -87,6 +87,18 @@ async def test_users_cannot_delete_or_lock_out_yourself(door: HttpDoor | SocketD
      ).error("forbidden")
 
 
+async def test_a_disabled_users_right_password_is_answered_as_a_wrong_one(
+        door: HttpDoor | SocketDoor) -> None:
+    (await door.call("users", "create", payload={
+        "username": "locked", "password": "long enough pw", "can_login": False})).ok()
+    right = (await door.call("auth", "create", payload={
+        "username": "locked", "password": "long enough pw"})).error("unauthorized")
+    wrong = (await door.call("auth", "create", payload={
+        "username": "locked", "password": "not the password"})).error("unauthorized")
+    assert right == wrong == {"message": "Invalid username or password",
+                              "code": "unauthorized", "details": []}
+
+
 async def test_cannot_delete_the_last_user(server: RunningSidecar) -> None:
     # Only reachable without a caller (no one else is left to be the caller otherwise).
     users_module = server.sidecar.dispatcher.modules["users"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import socketio
 
 from nestmtx_sidecar import gateway
+from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.security import token_digest
 from nestmtx_sidecar.store import access_tokens
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
@@ -32,11 +34,13 @@ class Watched:
         self.refused: asyncio.Future[Any] = loop.create_future()
         self.dropped: asyncio.Future[Any] = loop.create_future()
         self.failures: asyncio.Queue[Any] = asyncio.Queue()
+        self.received: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()  # every other event
         self.sio.on("connect_error", lambda data: self.refused.done()
                     or self.refused.set_result(data))
         self.sio.on("disconnect", lambda reason=None: self.dropped.done()
                     or self.dropped.set_result(reason))
         self.sio.on("failure", self.failures.put_nowait)
+        self.sio.on("*", lambda event, *data: self.received.put_nowait((event, data)))
 
     async def connect(self, url: str, **options: Any) -> None:
         await self.sio.connect(url, transports=["websocket"], wait_timeout=REPLY_TIMEOUT,
@@ -48,12 +52,57 @@ class Watched:
         data = await asyncio.wait_for(self.refused, REPLY_TIMEOUT)
         return data["message"]
 
+    def since(self, marker: str) -> list[str]:
+        """Names of the events received (not yet awaited) that mention `marker`, or that
+        answer the held request."""
+        items = [self.received.get_nowait() for _ in range(self.received.qsize())]
+        return [name for name, data in items
+                if name == HELD_REQUEST["requestId"] or marker in json.dumps(data)]
+
+    async def receive(self, event: str, marker: str) -> None:
+        """Wait for `event` whose data mentions `marker`."""
+        while True:
+            name, data = await asyncio.wait_for(self.received.get(), REPLY_TIMEOUT)
+            if name == event and marker in json.dumps(data):
+                return
+
 
 @pytest.fixture
 async def socket(server: RunningSidecar, token: str) -> AsyncIterator[SocketDoor]:
     door = await SocketDoor(server.url, token).connect()
     yield door
     await door.close()
+
+
+@pytest.fixture
+async def held(server: RunningSidecar, monkeypatch: pytest.MonkeyPatch
+               ) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
+    """`version list` blocks until released: a request held in flight. (started, release)"""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_list(caller: Any, payload: Any) -> dict[str, Any]:
+        started.set()
+        await release.wait()
+        return {"name": "held"}
+
+    monkeypatch.setattr(server.sidecar.dispatcher.modules["version"], "list", slow_list)
+    yield started, release
+    release.set()
+
+
+HELD_REQUEST = {"command": "list", "module": "version", "requestId": "held"}
+
+
+async def send_event_and_log(server: RunningSidecar, marker: str) -> None:
+    """One camera event and one log line, both mentioning `marker`."""
+    await server.sidecar.bus.publish(Event("camera", "ready", 1, {"path": marker}))
+    logging.getLogger("nestmtx_sidecar.tests").warning("log line %s", marker)
+
+
+async def revoke(server: RunningSidecar, token: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.delete("/api/auth", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
 
 
 async def set_expiry(server: RunningSidecar, token: str, seconds: float) -> None:
@@ -276,3 +325,114 @@ async def test_a_token_revoked_elsewhere_drops_its_live_sockets_at_the_next_swee
         assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
     finally:
         sweep.cancel()
+
+
+async def test_a_revoked_socket_with_a_request_in_flight_gets_nothing_and_is_dropped_in_1_s(
+        server: RunningSidecar, token: str, held: tuple[asyncio.Event, asyncio.Event]) -> None:
+    started, release = held
+    revoked, witness = Watched(), Watched()
+    await revoked.connect(server.url, auth={"token": token})
+    await witness.connect(server.url, auth={"token": await server.login()})
+    await revoked.sio.emit("request", HELD_REQUEST)
+    await asyncio.wait_for(started.wait(), REPLY_TIMEOUT)
+
+    loop = asyncio.get_running_loop()
+    revoked_at = loop.time()
+    await revoke(server, token)
+    await send_event_and_log(server, "after-revocation")
+    assert await asyncio.wait_for(revoked.dropped, 1.0) == SERVER_DISCONNECT
+    assert loop.time() - revoked_at < 1.0
+    await witness.receive("camera:ready", "after-revocation")
+    await witness.receive("log", "after-revocation")
+    release.set()
+    assert revoked.since("after-revocation") == []  # no event, log line or reply
+    assert server.sidecar.gateway.connected == 1
+    await witness.sio.disconnect()
+
+
+async def test_a_revoked_socket_leaves_every_room_at_once_and_is_refused_until_dropped(
+        server: RunningSidecar, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sio = server.sidecar.gateway.sio
+    real_disconnect, let_go = sio.disconnect, asyncio.Event()
+
+    async def late_disconnect(sid: str, **options: Any) -> None:
+        await let_go.wait()  # holds the drop, so what happens before it can be seen
+        await real_disconnect(sid, **options)
+
+    monkeypatch.setattr(sio, "disconnect", late_disconnect)
+    everything, chosen, witness = Watched(), Watched(), Watched()
+    for client in (everything, chosen):
+        await client.connect(server.url, auth={"token": token})
+    await witness.connect(server.url, auth={"token": await server.login()})
+    assert (await chosen.sio.call("subscribe", ["camera:ready", "log"], timeout=REPLY_TIMEOUT)
+            )["topics"] == ["camera:ready", "log"]
+
+    await revoke(server, token)
+    await send_event_and_log(server, "while-being-dropped")
+    await witness.receive("camera:ready", "while-being-dropped")
+    await witness.receive("log", "while-being-dropped")
+    for client in (everything, chosen):
+        for event, data in (("subscribe", "camera:*"), ("unsubscribe", "log"),
+                            ("request", HELD_REQUEST)):
+            reply = await client.sio.call(event, data, timeout=REPLY_TIMEOUT)
+            assert reply["error"]["code"] == "unauthorized", (event, reply)
+        assert client.since("while-being-dropped") == []  # no event, log line or reply event
+    let_go.set()
+    for client in (everything, chosen):
+        assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+    await witness.sio.disconnect()
+
+
+async def test_an_expiring_socket_with_a_request_in_flight_is_dropped_in_1_s(
+        server: RunningSidecar, token: str, held: tuple[asyncio.Event, asyncio.Event]) -> None:
+    started, _ = held
+    loop = asyncio.get_running_loop()
+    expires_at = loop.time() + 2.0
+    await set_expiry(server, token, 2.0)
+    client = Watched()
+    await client.connect(server.url, auth={"token": token})
+    await client.sio.emit("request", HELD_REQUEST)
+    await asyncio.wait_for(started.wait(), REPLY_TIMEOUT)
+    assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
+    assert loop.time() < expires_at + 1.0
+    assert server.sidecar.gateway.connected == 0
+
+
+async def test_a_token_revoked_while_its_socket_connects_leaves_no_live_socket(
+        server: RunningSidecar, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = server.sidecar.auth
+    real_authenticate = auth.authenticate
+    checked, go_on = asyncio.Event(), asyncio.Event()
+
+    async def authenticate_then_wait(presented: str | None) -> Any:
+        caller = await real_authenticate(presented)
+        if not checked.is_set():  # the socket's check: the revocation lands after it
+            checked.set()
+            await go_on.wait()
+        return caller
+
+    monkeypatch.setattr(auth, "authenticate", authenticate_then_wait)
+    client = Watched()
+    connecting = asyncio.create_task(client.refusal(server.url, auth={"token": token}))
+    await asyncio.wait_for(checked.wait(), REPLY_TIMEOUT)
+    await revoke(server, token)
+    go_on.set()
+    assert await connecting == "Invalid or revoked token"
+    assert server.sidecar.gateway.connected == 0
+
+
+async def test_logging_out_with_a_request_in_flight_answers_the_log_out_and_drops_in_1_s(
+        server: RunningSidecar, token: str, held: tuple[asyncio.Event, asyncio.Event]) -> None:
+    started, release = held
+    door = SocketDoor(server.url, token)
+    client = Watched()
+    door.client = client.sio
+    await client.connect(server.url, auth={"token": token})
+    await client.sio.emit("request", HELD_REQUEST)
+    await asyncio.wait_for(started.wait(), REPLY_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    logged_out_at = loop.time()
+    assert (await door.call("auth", "delete", entity="current")).ok() == {"revoked": True}
+    assert await asyncio.wait_for(client.dropped, 1.0) == SERVER_DISCONNECT
+    assert loop.time() - logged_out_at < 1.0
+    release.set()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
+from .. import client_address
 from ..errors import Invalid, Unauthorized, field_error
 from ..events import isoformat
-from ..security import new_token, token_digest, verify_password
+from ..login_guard import LoginGuard
+from ..security import PasswordHasher, new_token, token_digest
 from ..store import Store, access_tokens, as_utc, users, utcnow
 from . import Caller, Module, reject_unknown, require_mapping, string_field
 
@@ -32,9 +33,12 @@ class Auth(Module):
     name = "auth"
     public_commands = frozenset({"create"})
 
-    def __init__(self, store: Store, token_ttl: int) -> None:
+    def __init__(self, store: Store, token_ttl: int, hasher: PasswordHasher,
+                 guard: LoginGuard) -> None:
         self._store = store
         self._ttl = dt.timedelta(seconds=token_ttl)
+        self._hasher = hasher
+        self._guard = guard
         self._listeners: list[RevocationListener] = []
 
     def on_revoke(self, listener: RevocationListener) -> None:
@@ -47,16 +51,25 @@ class Auth(Module):
         reject_unknown(payload, {"username", "password"})
         username = string_field(payload, "username", required=True, max_length=150)
         password = string_field(payload, "password", required=True, max_length=1024)
-        async with self._store.begin() as conn:
-            row = (await conn.execute(
-                sa.select(users).where(users.c.username == username)
-            )).first()
-        stored = row.password_hash if row else _DUMMY_HASH
-        valid = await asyncio.to_thread(verify_password, password or "", stored)
-        if row is None or not valid:
+        assert username is not None and password is not None  # required
+        address = client_address.CURRENT.get()
+        self._guard.admit(username, address)
+        accepted = None
+        try:
+            async with self._store.begin() as conn:
+                row = (await conn.execute(
+                    sa.select(users).where(users.c.username == username)
+                )).first()
+            stored = row.password_hash if row else _DUMMY_HASH
+            # A disabled user's password is checked too and refused alike: the answer must
+            # neither confirm the password nor take less time.
+            valid = await self._hasher.verify(password, stored)
+            accepted = valid and row is not None and bool(row.can_login)
+        finally:
+            self._guard.settle(username, address, accepted)
+        if not accepted:
             raise Unauthorized("Invalid username or password")
-        if not row.can_login:
-            raise Unauthorized("This user may not log in")
+        assert row is not None
         token = new_token()
         expires_at = utcnow() + self._ttl
         async with self._store.begin() as conn:

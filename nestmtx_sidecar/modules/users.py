@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict, Forbidden, NotFound
 from ..events import isoformat
 from ..listing import ListQuery
-from ..security import hash_password
+from ..security import PasswordHasher
 from ..store import Store, access_tokens, list_page, users
 from . import (
     Caller,
@@ -42,9 +41,10 @@ _PUBLIC = sa.select(users.c.id, users.c.username, users.c.can_login, users.c.cre
 class Users(Module):
     name = "users"
 
-    def __init__(self, store: Store, auth: Auth) -> None:
+    def __init__(self, store: Store, auth: Auth, hasher: PasswordHasher) -> None:
         self._store = store
         self._auth = auth
+        self._hasher = hasher
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
         query = ListQuery.parse(payload, _SORTABLE)
@@ -58,7 +58,7 @@ class Users(Module):
         password = string_field(payload, "password", required=True, max_length=1024,
                                 min_length=MIN_PASSWORD)
         can_login = bool_field(payload, "can_login")
-        password_hash = await asyncio.to_thread(hash_password, password or "")
+        password_hash = await self._hasher.hash(password or "")
         try:
             async with self._store.begin() as conn:
                 user_id = (await conn.execute(users.insert().values(
@@ -87,7 +87,7 @@ class Users(Module):
         password = string_field(payload, "password", required=False, max_length=1024,
                                 min_length=MIN_PASSWORD)
         if password is not None:
-            values["password_hash"] = await asyncio.to_thread(hash_password, password)
+            values["password_hash"] = await self._hasher.hash(password)
         can_login = bool_field(payload, "can_login")
         if can_login is not None:
             if not can_login and caller and caller.user_id == user_id:
