@@ -187,3 +187,42 @@ def _auth_header(case: schemathesis.Case, token: str, hook_secret: str,
         token = asyncio.run(login())
     return {"Authorization": f"Bearer {token}"}
 
+
+# Bugs the fuzzer found, pinned where a user meets them.
+
+NEW_CREDENTIAL = {"description": "Home", "oauth_client_id": "id.apps.googleusercontent.com",
+                  "oauth_client_secret": "secret", "dac_project_id": "4f1c2a9e-project_1.x"}
+
+
+async def test_a_project_id_that_would_break_google_urls_is_refused(
+        server: RunningSidecar, token: str) -> None:
+    """The project id goes into URL paths: `?` or `/` in it made a wrong consent URL."""
+    async with httpx.AsyncClient(base_url=server.url,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        for project in ("4[7!?t1L", "a/b", "..", "p#1", "a b"):
+            reply = await client.post("/api/credentials",
+                                      json={**NEW_CREDENTIAL, "dac_project_id": project})
+            assert reply.status_code == 422, (project, reply.text)
+            assert reply.json()["error"]["details"] == [{
+                "field": "dac_project_id",
+                "message": "must be a Device Access project ID (letters, digits, - _ .)"}]
+        created = await client.post("/api/credentials", json=NEW_CREDENTIAL)
+        assert created.status_code == 201, created.text
+        reply = await client.put(f"/api/credentials/{created.json()['id']}",
+                                 json={"origin": "https://nvr.example"})
+        assert reply.status_code == 200, reply.text
+        consent = httpx.URL(reply.json())
+        assert consent.path == "/partnerconnections/4f1c2a9e-project_1.x/auth"
+
+
+async def test_an_unclosed_ipv6_origin_is_an_invalid_field_not_a_server_error(
+        server: RunningSidecar, token: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        created = await client.post("/api/credentials", json=NEW_CREDENTIAL)
+        for origin in ("http://[", "https://[::1"):
+            reply = await client.put(f"/api/credentials/{created.json()['id']}",
+                                     json={"origin": origin})
+            assert reply.status_code == 422, reply.text
+            assert reply.json()["error"]["details"] == [
+                {"field": "origin", "message": "not an origin"}]
