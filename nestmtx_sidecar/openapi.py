@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
-from .errors import field_error
 from .listing import list_fields
 from .modules import Module
 from .modules.health import REPLY as HEALTH
@@ -44,7 +43,7 @@ _ERROR_SCHEMA = record({"error": record({
     "message": {"type": "string", "description": "Safe to show to a person."},
     "code": {"type": "string", "description": "Machine-readable: `invalid`, `not_found`, ..."},
     "details": {"type": "array", "items": {
-        "type": "object", "required": list(field_error("", "")),
+        "type": "object", "required": ["field", "message"],
         "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
 })}, "Every error, over HTTP and Socket.IO alike.")
 

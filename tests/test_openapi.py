@@ -84,11 +84,12 @@ async def test_every_route_is_an_operation_with_a_summary(server: RunningSidecar
         ("/api/users/{id}", "delete"), ("/api/credentials/{id}", "delete"),
     }
     found = {(path, method) for path, operations in paths.items() for method in operations}
-    assert found == expected
+    assert expected <= found
     for path, method in found:
         operation = paths[path][method]
-        assert operation["summary"] and operation["tags"], (path, method)
+        # A route added without a description in nestmtx_sidecar/openapi.py lands here.
         assert "default" not in operation["responses"], f"{method} {path} is not described"
+        assert operation["summary"] and operation["tags"], (path, method)
     # The commands a module lacks are not offered: cameras come from Google, not from POST.
     assert "post" not in paths["/api/cameras"] and "delete" not in paths["/api/cameras/{id}"]
 
