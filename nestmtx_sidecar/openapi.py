@@ -64,8 +64,8 @@ def document(routes: Sequence[BaseRoute], modules: Mapping[str, Module],
     return {
         "openapi": "3.1.0",
         "info": {"title": "nestmtx-sidecar", "version": VERSION, "description": _INTRO},
-        "tags": [{"name": name, "description": _module_doc(module)}
-                 for name, module in modules.items()],
+        "tags": [*({"name": name, "description": _module_doc(module)}
+                   for name, module in modules.items()), *_TAGS],
         "paths": paths,
         "components": {
             "schemas": {"Error": _ERROR_SCHEMA},
@@ -79,6 +79,8 @@ def document(routes: Sequence[BaseRoute], modules: Mapping[str, Module],
     }
 
 
+_TAGS = [{"name": "hooks", "description": "What MediaMTX's hook script calls (hook secret)."},
+         {"name": "api", "description": "This description of the API."}]
 _INTRO = """\
 The sidecar's HTTP API. Every `/api/<module>` operation is also a Socket.IO `request`
 (`{command, module, requestId, entity?, payload?}`) with the same payloads, results and
@@ -140,8 +142,10 @@ class _Builder:
             operation["requestBody"] = {"required": True, "content": {_JSON: {
                 "schema": schemas[0] if len(schemas) == 1 else {"oneOf": schemas}}}}
             statuses |= {400, 413, 422}
+        reply = contract.replies[command]
         operation["responses"] = {
-            "201" if command == "create" else "200": _json(summary, contract.replies[command]),
+            "201" if command == "create" else "200": _json(reply.get("description", summary),
+                                                            reply),
             **self.errors(statuses, contract.failures.get(command, {})),
         }
         return path, method.lower(), operation
