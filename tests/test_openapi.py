@@ -27,9 +27,11 @@ from schemathesis.checks import (
 from starlette.routing import Route
 
 from nestmtx_sidecar.app import create_app
+from nestmtx_sidecar.http_api import MAX_BODY, ROUTE_COMMANDS
 from nestmtx_sidecar.modules.cameras import Cameras
 from nestmtx_sidecar.modules.credentials import Credentials
 from nestmtx_sidecar.modules.users import Users
+from nestmtx_sidecar.openapi import document
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.doors import insert_camera, insert_credential
 from tests.fakes.google import FakeGoogle
@@ -92,6 +94,20 @@ async def test_every_route_is_an_operation_with_a_summary(server: RunningSidecar
         assert operation["summary"] and operation["tags"], (path, method)
     # The commands a module lacks are not offered: cameras come from Google, not from POST.
     assert "post" not in paths["/api/cameras"] and "delete" not in paths["/api/cameras/{id}"]
+
+
+async def test_a_route_nobody_described_still_appears_from_its_docstring(
+        server: RunningSidecar) -> None:
+    async def console(request: Any) -> Any:
+        """The web console.
+
+        Served at /.
+        """
+
+    operation = document([Route("/", console)], server.sidecar.dispatcher.modules,
+                         ROUTE_COMMANDS, MAX_BODY)["paths"]["/"]["get"]
+    assert operation["summary"] == "The web console." and operation["description"] == "Served at /."
+    assert "default" in operation["responses"]  # what the completeness test above refuses
 
 
 async def test_every_served_route_is_in_the_document(server: RunningSidecar) -> None:
