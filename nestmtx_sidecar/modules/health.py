@@ -9,24 +9,33 @@ from typing import Any
 from . import Caller, Module
 
 Check = Callable[[], Awaitable[None]]
+Status = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Health(Module):
     name = "health"
     public_commands = frozenset({"list"})
 
-    def __init__(self, checks: dict[str, Check]) -> None:
+    def __init__(self, checks: dict[str, Check], status: Status | None = None) -> None:
         self._checks = checks
+        self._status = status
         self._started = time.monotonic()
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
-        results = {}
-        for name, check in self._checks.items():
-            try:
-                await check()
-                results[name] = "ok"
-            except Exception as exc:
-                results[name] = f"error: {type(exc).__name__}"
+        results = {name: await _run(check) for name, check in self._checks.items()}
         healthy = all(value == "ok" for value in results.values())
-        return {"status": "ok" if healthy else "degraded", "checks": results,
-                "uptime": round(time.monotonic() - self._started, 3)}
+        reply = {"status": "ok" if healthy else "degraded", "checks": results,
+                 "uptime": round(time.monotonic() - self._started, 3)}
+        if caller is not None and self._status is not None:
+            # Replica details (sockets, lease, MediaMTX) are for logged-in users only: the
+            # unauthenticated reply stays what load balancers need.
+            reply.update(await self._status())
+        return reply
+
+
+async def _run(check: Check) -> str:
+    try:
+        await check()
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
