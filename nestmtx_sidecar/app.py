@@ -66,7 +66,8 @@ class Sidecar:
         self.bus = EventBus()
         self.auth = Auth(self.store, settings.token_ttl)
         self.cameras = Cameras(self.store)
-        self.credentials = Credentials(self.store, self.box, self.redactor)
+        self.credentials = Credentials(self.store, self.box, self.redactor,
+                                       settings.google_consent_url)
         # Timeouts: an unreachable Redis must fail readiness checks and lease renewals, not hang.
         self.redis = (aioredis.from_url(settings.redis_url, socket_timeout=3,
                                         socket_connect_timeout=3)

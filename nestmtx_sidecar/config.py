@@ -37,6 +37,7 @@ class Settings:
     token_ttl: int = 86400
     redis_url: str = ""
     google_token_uri: str = "https://oauth2.googleapis.com/token"
+    google_consent_url: str = "https://nestservices.google.com/partnerconnections"
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
     mediamtx_api_url: str = ""  # MediaMTX control API; set to apply persistent paths live
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
@@ -154,6 +155,7 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_DATABASE_URL", settings.database_url, ("sqlite", "postgresql", "postgres"))
     _check_url("NESTMTX_REDIS_URL", settings.redis_url, ("redis", "rediss", "unix"))
     _check_url("NESTMTX_GOOGLE_TOKEN_URI", settings.google_token_uri, ("http", "https"))
+    _check_url("NESTMTX_GOOGLE_CONSENT_URL", settings.google_consent_url, ("http", "https"))
     _check_url("NESTMTX_SDM_API_URL", settings.sdm_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))

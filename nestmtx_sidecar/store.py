@@ -65,7 +65,10 @@ credentials = sa.Table(
     sa.Column("token_expiry", sa.DateTime(timezone=True)),
     sa.Column("authenticated_at", sa.DateTime(timezone=True)),
     sa.Column("auth_error", sa.Text),
+    # The consent flow in progress: SHA-256 of its state, when issued, the PKCE verifier.
     sa.Column("oauth_state", sa.String(64), index=True),
+    sa.Column("oauth_state_issued_at", sa.DateTime(timezone=True)),
+    sa.Column("oauth_code_verifier", sa.Text),  # encrypted
     sa.Column("oauth_redirect_uri", sa.Text),
     *_timestamps(),
 )

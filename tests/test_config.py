@@ -53,6 +53,7 @@ def test_the_example_config_documents_every_setting_with_its_default() -> None:
     ("database_url: mysql://x/y", "NESTMTX_DATABASE_URL"),
     ("redis_url: 'redis://[::1'", "NESTMTX_REDIS_URL"),
     ("mediamtx_api_url: 'http://h:99999'", "NESTMTX_MEDIAMTX_API_URL"),
+    ("google_consent_url: ftp://consent.example/", "NESTMTX_GOOGLE_CONSENT_URL"),
     ("app_key: not-a-fernet-key", "NESTMTX_APP_KEY"),
     ("data_dir: {a: 1}", "NESTMTX_DATA_DIR"),
     ("host: \"a\\0b\"", "NESTMTX_HOST"),

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import logging
 import time
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 import socketio
+import sqlalchemy as sa
 
-from tests.conftest import make_settings, serve_in_loop
-from tests.fakes.google import FakeGoogle
+from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
+from nestmtx_sidecar.store import credentials, utcnow
+from tests.conftest import RunningSidecar, make_settings, serve_in_loop
+from tests.fakes.google import FakeGoogle, pkce_challenge
 from tests.nest_support import add_credential, nest_sidecar
-from tests.services import free_port
+from tests.services import create_database, free_port
 
 
 def _secrets(google: FakeGoogle) -> list[str]:
@@ -132,7 +138,7 @@ async def test_consent_callback_exchanges_the_code(tmp_path):
         query = {k: v[0] for k, v in parse_qs(consent.query).items()}
         assert consent.netloc == "nestservices.google.com"
         assert query["redirect_uri"] == running.url + "/api/oauth2/callback"
-        code = google.issue_code(query["redirect_uri"])
+        code = google.issue_code(query["redirect_uri"], query["code_challenge"])
         async with httpx.AsyncClient(base_url=running.url) as browser:
             bad = await browser.get("/api/oauth2/callback",
                                     params={"state": "forged", "code": code})
@@ -169,3 +175,211 @@ async def test_restart_keeps_authentication(tmp_path):
             token = await running.sidecar.nest.tokens.access_token(created["id"])
             assert token in google.access_tokens
         assert google.count("token") == 1  # the stored token was still good: no refresh
+
+
+async def _consent_url(client: httpx.AsyncClient, running: RunningSidecar, google: FakeGoogle,
+                       credential_id: int) -> str:
+    """`credentials update {origin}` with the sidecar's callback registered at the fake Google."""
+    google.redirect_uris.add(running.url + CALLBACK_PATH)
+    reply = await client.put(f"/api/credentials/{credential_id}", json={"origin": running.url})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def test_consent_flow_through_google_to_an_authenticated_credential(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, events, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        assert url.startswith(google.consent_url + "/project-1/auth?")
+        async with httpx.AsyncClient(follow_redirects=True) as browser:
+            page = await browser.get(url)  # Google's consent page, then back to the callback
+        assert [str(r.url).split("?")[0] for r in page.history] == [url.split("?")[0]]
+        assert page.url.path == CALLBACK_PATH
+        assert page.status_code == 200 and "Authorized" in page.text, page.text
+        event = await events.wait("credentials", "authenticated")
+        assert event.entity == created["id"]
+        assert [(c.endpoint, c.status) for c in google.calls if c.endpoint != "devices.list"
+                ] == [("consent", 302), ("token", 200)]
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is True and read["has_refresh_token"] is True
+        _assert_nothing_secret(google, page.text, str(read))
+
+
+async def test_consent_url_carries_a_pkce_challenge_whose_verifier_is_encrypted_at_rest(
+        tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, _, client):
+        created = await add_credential(client, google)
+        query = _query(await _consent_url(client, running, google, created["id"]))
+        assert query["code_challenge_method"] == "S256"
+        async with running.sidecar.store.begin() as conn:
+            row = (await conn.execute(sa.select(credentials))).one()
+        stored = row.oauth_code_verifier
+        verifier = running.sidecar.box.decrypt(stored)
+        assert 43 <= len(verifier) <= 128 and verifier not in stored
+        assert pkce_challenge(verifier) == query["code_challenge"]
+        assert query["state"] not in str(tuple(row))  # only its digest is kept
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+async def _follow(url: str) -> httpx.Response:
+    """A browser at Google's consent page, sent back to the sidecar's callback."""
+    async with httpx.AsyncClient(follow_redirects=True) as browser:
+        return await browser.get(url)
+
+
+async def test_a_state_works_once_after_success(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, events, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        assert (await _follow(url)).status_code == 200
+        await events.wait("credentials", "authenticated")
+        # An attacker replays the victim's state with a code for their own Google account.
+        query = _query(url)
+        attacker = google.issue_code(query["redirect_uri"], pkce_challenge("attacker" * 8))
+        async with httpx.AsyncClient(base_url=running.url) as browser:
+            replay = await browser.get(CALLBACK_PATH, params={"state": query["state"],
+                                                              "code": attacker})
+        assert replay.status_code == 400 and "already used" in replay.text
+        assert google.count("token") == 1
+        assert attacker in google.codes  # never even sent to Google
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_concurrent_callbacks_with_one_state_bind_one_account(tmp_path, request, database):
+    overrides = {}
+    if database == "postgresql":
+        server_url = request.getfixturevalue("postgres_url")
+        overrides["database_url"] = await create_database(server_url, f"t{uuid.uuid4().hex}")
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url,
+                         **overrides) as (running, events, client):
+        created = await add_credential(client, google)
+        query = _query(await _consent_url(client, running, google, created["id"]))
+        codes = [google.issue_code(query["redirect_uri"], query["code_challenge"])
+                 for _ in range(4)]
+        async with httpx.AsyncClient(base_url=running.url) as browser:
+            pages = await asyncio.gather(*(
+                browser.get(CALLBACK_PATH, params={"state": query["state"], "code": code})
+                for code in codes))
+        assert sorted(page.status_code for page in pages) == [200, 400, 400, 400]
+        assert google.count("token") == 1
+        await events.wait("credentials", "authenticated")
+
+
+async def test_a_state_is_consumed_by_a_failed_exchange_or_a_cancel(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, events, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        google.fail_next("token", "invalid_grant")
+        failed = await _follow(url)
+        assert failed.status_code == 400 and "invalid_grant" in failed.text
+        again = await _follow(url)  # Google hands out a new code for the same state
+        assert again.status_code == 400 and "already used" in again.text
+        assert google.count("token") == 1
+
+        url = await _consent_url(client, running, google, created["id"])
+        google.deny_consent = True  # the user clicks Cancel
+        cancelled = await _follow(url)
+        assert cancelled.status_code == 400
+        assert "Authorization cancelled" in cancelled.text and "cancelled" in cancelled.text
+        google.deny_consent = False
+        after_cancel = await _follow(url)
+        assert after_cancel.status_code == 400 and "already used" in after_cancel.text
+        assert google.count("token") == 1
+        assert not events.named("credentials", "authenticated")
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is False and read["has_refresh_token"] is False
+
+
+async def test_a_state_expires_after_ten_minutes(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, events, client):
+        module = running.sidecar.credentials
+        created = await add_credential(client, google)
+        late = await _consent_url(client, running, google, created["id"])
+        module.clock = lambda: utcnow() + dt.timedelta(minutes=10, seconds=5)
+        expired = await _follow(late)
+        assert expired.status_code == 400 and "expired" in expired.text
+        assert google.count("token") == 0
+        module.clock = utcnow
+        assert "already used" in (await _follow(late)).text  # consumed all the same
+
+        in_time = await _consent_url(client, running, google, created["id"])
+        module.clock = lambda: utcnow() + dt.timedelta(minutes=9, seconds=50)
+        page = await _follow(in_time)
+        assert page.status_code == 200 and "Authorized" in page.text
+        await events.wait("credentials", "authenticated")
+
+
+async def test_google_refuses_a_code_issued_for_another_pkce_challenge(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, _, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        injected = url.replace(_query(url)["code_challenge"], pkce_challenge("x" * 43))
+        page = await _follow(injected)
+        assert page.status_code == 400 and "invalid_grant" in page.text
+        assert [c.status for c in google.calls if c.endpoint == "token"] == [400]
+        read = (await client.get(f"/api/credentials/{created['id']}")).json()
+        assert read["authenticated"] is False and read["has_refresh_token"] is False
+
+        # The fake answers as Google does for a wrong or a missing verifier.
+        redirect_uri = running.url + CALLBACK_PATH
+        form = {"grant_type": "authorization_code", "client_id": google.client_id,
+                "client_secret": google.client_secret, "redirect_uri": redirect_uri}
+        async with httpx.AsyncClient() as http:
+            for verifier, description in (("y" * 43, "Invalid code verifier."),
+                                          (None, "Missing code verifier.")):
+                code = google.issue_code(redirect_uri, pkce_challenge("x" * 43))
+                data = {**form, "code": code} | ({"code_verifier": verifier} if verifier else {})
+                reply = await http.post(google.token_endpoint, data=data)
+                assert reply.status_code == 400
+                assert reply.json() == {"error": "invalid_grant",
+                                        "error_description": description}
+            code = google.issue_code(redirect_uri, pkce_challenge("x" * 43))
+            good = await http.post(google.token_endpoint,
+                                   data={**form, "code": code, "code_verifier": "x" * 43})
+            assert good.status_code == 200 and good.json()["refresh_token"]
+
+
+async def test_an_origin_with_user_info_is_refused(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google) as (_, _, client):
+        created = await add_credential(client, google)
+        for origin in ("https://user:pw-0123@nvr.example", "https://user@nvr.example:2000"):
+            reply = await client.put(f"/api/credentials/{created['id']}",
+                                     json={"origin": origin})
+            assert reply.status_code == 422, reply.text
+            error = reply.json()["error"]
+            assert error["details"] == [{"field": "origin",
+                                         "message": "must not contain user info"}]
+            assert "pw-0123" not in reply.text
+
+
+async def test_google_refuses_an_unknown_client_or_redirect_uri(tmp_path):
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, _, client):
+        created = await add_credential(client, google)
+        url = await _consent_url(client, running, google, created["id"])
+        async with httpx.AsyncClient() as browser:
+            google.redirect_uris.clear()
+            mismatch = await browser.get(url)
+            assert mismatch.status_code == 400 and "redirect_uri_mismatch" in mismatch.text
+            google.redirect_uris.add(running.url + CALLBACK_PATH)
+            unknown = await browser.get(url.replace(google.client_id, "someone-else"))
+            assert unknown.status_code == 400 and "invalid_client" in unknown.text
+        assert google.count("token") == 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import sqlalchemy as sa
 
@@ -16,9 +20,9 @@ from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, credentials, list_page, utcnow
 from . import Caller, Module, entity_id, reject_unknown, require_mapping, string_field
 
-CONSENT_URL = "https://nestservices.google.com/partnerconnections/{project}/auth"
 SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
 CALLBACK_PATH = "/api/oauth2/callback"
+STATE_LIFETIME = dt.timedelta(minutes=10)
 
 _CREATE_FIELDS = {"description", "oauth_client_id", "oauth_client_secret", "dac_project_id",
                   "refresh_token"}
@@ -27,6 +31,26 @@ _SORTABLE = {key: credentials.c[key] for key in (
     "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
 
 CredentialChange = Callable[[int, str], Awaitable[None]]  # (credential id, created|updated|deleted)
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A consent flow whose state a callback has just consumed."""
+
+    credential_id: int
+    redirect_uri: str
+    code_verifier: str
+
+
+def _digest(state: str) -> str:
+    """Only a digest of the state is stored: a copy of the database cannot finish a flow."""
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _pkce_challenge(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _item(row: Any) -> dict[str, Any]:
@@ -43,13 +67,15 @@ def _item(row: Any) -> dict[str, Any]:
     }
 
 
-def consent_url(row: Any, redirect_uri: str, state: str) -> str:
+def consent_url(base: str, row: Any, redirect_uri: str, state: str, code_challenge: str
+                ) -> str:
+    """Google's Partner Connections page for the credential's project (`<base>/<project>/auth`)."""
     query = urlencode({
         "redirect_uri": redirect_uri, "access_type": "offline", "prompt": "consent",
         "client_id": row.oauth_client_id, "response_type": "code", "scope": SDM_SCOPE,
-        "state": state,
+        "state": state, "code_challenge": code_challenge, "code_challenge_method": "S256",
     })
-    return CONSENT_URL.format(project=row.dac_project_id) + "?" + query
+    return f"{base.rstrip('/')}/{quote(row.dac_project_id, safe='')}/auth?{query}"
 
 
 def _origin(value: Any) -> str:
@@ -58,14 +84,20 @@ def _origin(value: Any) -> str:
             parts.path not in ("", "/") or parts.query or parts.fragment:
         raise Invalid("origin must be a URL like https://sidecar.example:2000",
                       [field_error("origin", "not an origin")])
+    if "@" in parts.netloc:  # a user name or password would end up in Google's redirect
+        raise Invalid("origin must not contain a user name or password",
+                      [field_error("origin", "must not contain user info")])
     return f"{parts.scheme}://{parts.netloc}"
 
 
 class Credentials(Module):
     name = "credentials"
 
-    def __init__(self, store: Store, box: SecretBox, redactor: Redactor) -> None:
+    def __init__(self, store: Store, box: SecretBox, redactor: Redactor, consent_base: str,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
         self._store = store
+        self._consent_base = consent_base
+        self.clock = clock  # when consent states are issued and checked; tests move it
         self._box = box
         self._redactor = redactor
         self._listeners: list[CredentialChange] = []
@@ -105,12 +137,7 @@ class Credentials(Module):
             if len(payload) > 1:
                 raise Invalid("origin cannot be combined with other fields",
                               [field_error("origin", "must be alone")])
-            redirect_uri = _origin(payload["origin"]) + CALLBACK_PATH
-            state = secrets.token_urlsafe(24)
-            async with self._store.begin() as conn:
-                await conn.execute(credentials.update().where(credentials.c.id == credential_id)
-                                   .values(oauth_state=state, oauth_redirect_uri=redirect_uri))
-            return consent_url(row, redirect_uri, state)
+            return await self._begin_consent(row, _origin(payload["origin"]) + CALLBACK_PATH)
         values = self._values(payload, required=False)
         if values:
             async with self._store.begin() as conn:
@@ -119,6 +146,47 @@ class Credentials(Module):
                 )
             await self._notify(credential_id, "updated")
         return await self.read(caller, credential_id)
+
+    async def _begin_consent(self, row: Any, redirect_uri: str) -> str:
+        """A new state and PKCE verifier for this credential (replacing any earlier flow)."""
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)  # 86 characters: RFC 7636 allows 43 to 128
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.update().where(credentials.c.id == row.id).values(
+                oauth_state=_digest(state), oauth_state_issued_at=self.clock(),
+                oauth_code_verifier=self._box.encrypt(verifier), oauth_redirect_uri=redirect_uri))
+        return consent_url(self._consent_base, row, redirect_uri, state,
+                           _pkce_challenge(verifier))
+
+    async def consume_consent(self, state: str) -> Consent:
+        """The flow a callback's state belongs to, taken so no later callback can use it.
+
+        Raises ValueError (a message for the user) when the state is unknown, already used
+        or older than STATE_LIFETIME; an expired state is consumed all the same.
+        """
+        digest = _digest(state)
+        async with self._store.begin() as conn:
+            row = (await conn.execute(sa.select(
+                credentials.c.id, credentials.c.oauth_redirect_uri,
+                credentials.c.oauth_code_verifier, credentials.c.oauth_state_issued_at,
+            ).where(credentials.c.oauth_state == digest))).first()
+            # Conditional on the digest: of two concurrent callbacks only one takes it.
+            taken = row is not None and (await conn.execute(
+                credentials.update()
+                .where(credentials.c.id == row.id, credentials.c.oauth_state == digest)
+                .values(oauth_state=None, oauth_state_issued_at=None, oauth_code_verifier=None,
+                        oauth_redirect_uri=None)
+            )).rowcount == 1
+        if row is None or not taken or not row.oauth_redirect_uri:
+            raise ValueError("This authorization link is unknown or was already used; "
+                             "start again from the credential's consent URL.")
+        issued = as_utc(row.oauth_state_issued_at)
+        verifier = self._box.decrypt(row.oauth_code_verifier)
+        if issued is None or verifier is None or self.clock() - issued > STATE_LIFETIME:
+            raise ValueError("This authorization link has expired (it is valid for "
+                             f"{STATE_LIFETIME.seconds // 60} minutes); start again from the "
+                             "credential's consent URL.")
+        return Consent(row.id, row.oauth_redirect_uri, verifier)
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
         credential_id = entity_id(entity)

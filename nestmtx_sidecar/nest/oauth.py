@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse
 
 from ..events import Event, EventBus
 from ..metrics import TOKEN_REFRESHES
+from ..modules.credentials import Consent, Credentials
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, credentials, utcnow
 
@@ -320,21 +321,20 @@ class TokenKeeper:
         await self._bus.publish(Event("credentials", event, account.id,
                                       {"description": account.description, **extra}))
 
-    async def exchange_code(self, state: str, code: str, http: httpx.AsyncClient) -> str:
+    async def exchange_code(self, consent: Consent, code: str, http: httpx.AsyncClient) -> str:
         """Finish the consent flow: trade the callback's code for tokens; returns description."""
         async with self._store.begin() as conn:
             row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.oauth_state == state)
+                sa.select(credentials).where(credentials.c.id == consent.credential_id)
             )).first()
-        if row is None or not row.oauth_redirect_uri:
-            raise ValueError("This authorization link is unknown or was already used; "
-                             "start again from the credential's consent URL.")
+        if row is None:
+            raise ValueError("This credential was deleted while it was being authorized.")
         client_secret = self._box.decrypt(row.oauth_client_secret)
         try:
             response = await http.post(self.token_uri, data={
                 "grant_type": "authorization_code", "code": code,
                 "client_id": row.oauth_client_id, "client_secret": client_secret,
-                "redirect_uri": row.oauth_redirect_uri})
+                "redirect_uri": consent.redirect_uri, "code_verifier": consent.code_verifier})
         except httpx.HTTPError as exc:
             raise ConnectionError(f"Google's token endpoint is unreachable "
                                   f"({type(exc).__name__})") from None
@@ -347,7 +347,7 @@ class TokenKeeper:
         await self._save(
             row.id, refresh_token=self._box.encrypt(body["refresh_token"]),
             access_token=self._box.encrypt(body.get("access_token")), token_expiry=expiry,
-            authenticated_at=None, auth_error=None, oauth_state=None, oauth_redirect_uri=None)
+            authenticated_at=None, auth_error=None)
         await self.load(row.id)
         await self._succeeded(self._accounts[row.id])
         return str(row.description)
@@ -376,22 +376,41 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
 class ConsentCallback:
     """`GET /api/oauth2/callback`: where Google sends the browser back after consent."""
 
-    def __init__(self, keeper: TokenKeeper, http: httpx.AsyncClient) -> None:
+    def __init__(self, keeper: TokenKeeper, credentials: Credentials, http: httpx.AsyncClient
+                 ) -> None:
         self._keeper = keeper
+        self._credentials = credentials
         self._http = http
 
     async def endpoint(self, request: Request) -> HTMLResponse:
         query = request.query_params  # Google adds fields such as `iss` and `scope`: ignored
-        if query.get("error"):
-            return _page(400, "Authorization was not granted",
-                         f"Google answered: {query['error'][:200]}")
-        state, code = query.get("state"), query.get("code")
-        if not state or not code:
-            return _page(400, "Incomplete callback",
-                         "The callback needs both `state` and `code` query parameters.")
+        state, code, error = query.get("state"), query.get("code"), query.get("error")
+        consent: Consent | None = None
+        refusal = "The callback needs both `state` and `code` query parameters."
+        if state:  # consumed first, whatever follows: a state works for one callback only
+            try:
+                consent = await self._credentials.consume_consent(state)
+            except ValueError as exc:
+                refusal = str(exc)
+                logger.warning("OAuth callback refused: %s", refusal)
+        if error and consent is not None:
+            logger.info("credential %d: Google answered the consent with %s",
+                        consent.credential_id, error[:200])
+        if error == "access_denied":
+            return _page(400, "Authorization cancelled",
+                         "Authorization was cancelled at Google, so nothing changed. To connect "
+                         "the credential, start again from its consent URL.")
+        if error:
+            return _page(400, "Authorization was not granted", f"Google answered: {error[:200]}")
+        if consent is None:
+            return _page(400, "Authorization failed" if state else "Incomplete callback", refusal)
+        if not code:
+            return _page(400, "Incomplete callback", "Google's answer carries no `code`; start "
+                         "again from the credential's consent URL.")
         try:
-            description = await self._keeper.exchange_code(state, code, self._http)
+            description = await self._keeper.exchange_code(consent, code, self._http)
         except ValueError as exc:
+            logger.warning("credential %d: authorization failed: %s", consent.credential_id, exc)
             return _page(400, "Authorization failed", str(exc))
         except ConnectionError as exc:
             return _page(502, "Authorization failed", str(exc))

@@ -50,7 +50,8 @@ class Nest:
                                     settings.stream_start_timeout)
         self.streams = StreamSupervisor(store, box, redactor, bus, self.sdm, cameras,
                                         settings.stream_start_timeout, self.webrtc)
-        self.routes = [Route(CALLBACK_PATH, ConsentCallback(self.tokens, self.http).endpoint)]
+        callback = ConsentCallback(self.tokens, credentials, self.http)
+        self.routes = [Route(CALLBACK_PATH, callback.endpoint)]
         bus.subscribe(self.streams.on_event)
         bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)

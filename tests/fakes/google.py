@@ -1,4 +1,9 @@
-"""A fake Google (OAuth token endpoint + SDM API) on loopback, speaking the reference's shapes.
+"""A fake Google (OAuth consent page + token endpoint + SDM API) on loopback, in the reference's
+shapes.
+
+The consent page (`consent_url`) stands in for Partner Connections: it checks the OAuth client
+and its authorized redirect URIs, then sends the browser back with a one-time code bound to the
+PKCE challenge, or with `error=access_denied` when `deny_consent` is set (the user's Cancel).
 
 Tokens and streams are real state: access tokens expire, streams expire at `expiresAt` and
 cannot be extended afterwards, quotas are enforced with 429 RESOURCE_EXHAUSTED. Every call
@@ -11,20 +16,23 @@ battery peer answers FAILED_PRECONDITION to every Extend, as Google does for bat
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import datetime as dt
+import hashlib
+import html
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.nest_webrtc import FakeNestWebRtc, NestApiError
@@ -44,6 +52,11 @@ def google_error(code: int, status: str, message: str) -> JSONResponse:
 def _no_stream() -> JSONResponse:
     """Google's answer to an extension token it does not (or no longer) know."""
     return google_error(400, "FAILED_PRECONDITION", "The stream has expired or does not exist.")
+
+
+def _invalid_grant(description: str) -> JSONResponse:
+    return JSONResponse({"error": "invalid_grant", "error_description": description},
+                        status_code=400)
 
 
 def rate_limited(scope: str) -> JSONResponse:
@@ -80,6 +93,25 @@ class Call:
 
 
 @dataclass
+class Grant:
+    """What an authorization code was issued for."""
+
+    redirect_uri: str
+    code_challenge: str = ""  # PKCE S256 challenge of the consent request, if it had one
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _error_page(title: str) -> HTMLResponse:
+    """Google's own error page: the browser stays on Google, nothing goes back to the app."""
+    return HTMLResponse(f"<!doctype html><title>Error</title><h1>{html.escape(title)}</h1>",
+                        status_code=400)
+
+
+@dataclass
 class Stream:
     device: str
     extension_token: str
@@ -103,7 +135,9 @@ class FakeGoogle:
     webrtc_peers: dict[str, FakeNestWebRtc] = field(default_factory=dict)  # device id -> peer
     calls: list[Call] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
-    codes: dict[str, str] = field(default_factory=dict)  # code -> redirect_uri
+    codes: dict[str, Grant] = field(default_factory=dict)  # code -> what it was issued for
+    redirect_uris: set[str] = field(default_factory=set)  # the client's authorized ones
+    deny_consent: bool = False  # the user clicks Cancel on the consent page
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     streams: dict[str, Stream] = field(default_factory=dict)  # extension token -> stream
     _failures: dict[str, collections.deque[Any]] = field(
@@ -117,9 +151,9 @@ class FakeGoogle:
         self.refresh_tokens.add(token)
         return token
 
-    def issue_code(self, redirect_uri: str) -> str:
+    def issue_code(self, redirect_uri: str, code_challenge: str = "") -> str:
         code = "4/fake-code-" + secrets.token_urlsafe(16)
-        self.codes[code] = redirect_uri
+        self.codes[code] = Grant(redirect_uri, code_challenge)
         return code
 
     def fail_next(self, endpoint: str, *failures: Any) -> None:
@@ -144,6 +178,11 @@ class FakeGoogle:
     def sdm_url(self) -> str:
         return self.url + "/v1"
 
+    @property
+    def consent_url(self) -> str:
+        """The fake's NESTMTX_GOOGLE_CONSENT_URL."""
+        return self.url + "/partnerconnections"
+
     # -- serving ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -151,6 +190,7 @@ class FakeGoogle:
         port = port or free_port()
         app = Starlette(routes=[
             Route("/token", self._token, methods=["POST"]),
+            Route("/partnerconnections/{project}/auth", self._consent),
             Route("/v1/enterprises/{project}/devices", self._devices_list),
             Route("/v1/enterprises/{project}/devices/{device}:executeCommand", self._execute,
                   methods=["POST"]),
@@ -172,6 +212,30 @@ class FakeGoogle:
         self.calls.append(Call(time.monotonic(), endpoint, response.status_code, **extra))
         return response
 
+    async def _consent(self, request: Request) -> Response:
+        return self._record("consent", self._consent_answer(request))
+
+    def _consent_answer(self, request: Request) -> Response:
+        query = request.query_params
+        redirect_uri, state = query.get("redirect_uri", ""), query.get("state", "")
+        if query.get("client_id") != self.client_id:
+            return _error_page("Error 401: invalid_client. The OAuth client was not found.")
+        if redirect_uri not in self.redirect_uris:
+            return _error_page("Error 400: redirect_uri_mismatch")
+        if request.path_params["project"] not in self.devices:
+            return _error_page("Error 400: invalid project")
+        if query.get("response_type") != "code":
+            return _error_page("Error 400: unsupported_response_type")
+        challenge, method = query.get("code_challenge", ""), query.get("code_challenge_method")
+        if challenge and method != "S256":  # "plain" exists, but nothing here should use it
+            return _error_page("Error 400: invalid_request (code_challenge_method)")
+        if self.deny_consent:
+            answer = {"error": "access_denied", "state": state}
+        else:
+            answer = {"code": self.issue_code(redirect_uri, challenge), "state": state,
+                      "scope": query.get("scope", "")}
+        return RedirectResponse(f"{redirect_uri}?{urlencode(answer)}", status_code=302)
+
     async def _token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         grant = str(form.get("grant_type", ""))
@@ -184,9 +248,7 @@ class FakeGoogle:
         if failure == "invalid_grant" or (
                 form.get("grant_type") == "refresh_token" and
                 form.get("refresh_token") not in self.refresh_tokens):
-            return JSONResponse({"error": "invalid_grant",
-                                 "error_description": "Token has been expired or revoked."},
-                                status_code=400)
+            return _invalid_grant("Token has been expired or revoked.")
         if form.get("client_id") != self.client_id or \
                 form.get("client_secret") != self.client_secret:
             return JSONResponse({"error": "invalid_client",
@@ -194,9 +256,14 @@ class FakeGoogle:
                                 status_code=401)
         body: dict[str, Any] = {}
         if form.get("grant_type") == "authorization_code":
-            if self.codes.pop(str(form.get("code")), None) != form.get("redirect_uri"):
-                return JSONResponse({"error": "invalid_grant",
-                                     "error_description": "Bad Request"}, status_code=400)
+            grant = self.codes.pop(str(form.get("code")), None)  # a code works once
+            if grant is None or grant.redirect_uri != form.get("redirect_uri"):
+                return _invalid_grant("Bad Request")
+            verifier = str(form.get("code_verifier", ""))
+            if grant.code_challenge and not verifier:
+                return _invalid_grant("Missing code verifier.")
+            if grant.code_challenge and pkce_challenge(verifier) != grant.code_challenge:
+                return _invalid_grant("Invalid code verifier.")
             body["refresh_token"] = self.issue_refresh_token()
         elif form.get("grant_type") != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
