@@ -93,6 +93,10 @@ export class CredentialsPage {
 
   onEvent(event) {
     if (event.domain !== 'credentials') return;
+    if (!this.items.some((item) => item.id === event.entity)) {
+      this.show(); // added elsewhere (another tab, the API): the list carries its state
+      return;
+    }
     const state = this.states.get(event.entity) ?? {};
     if (event.event === 'unauthenticated') {
       Object.assign(state, { authenticated: false, error: event.details?.error ?? null,

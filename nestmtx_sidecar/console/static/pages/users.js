@@ -61,8 +61,7 @@ export class UsersPage {
   passwordForm(user, status) {
     const input = el('input', { type: 'password', minlength: 8, maxlength: 1024, required: true,
       autocomplete: 'new-password' });
-    const form = el('form', { className: 'inline-form', hidden: true,
-      'aria-label': `New password for ${user.username}` },
+    const form = el('form', { className: 'inline-form', hidden: true },
     labelled(`New password for ${user.username}`, input),
     el('button', { type: 'submit' }, 'Set password'));
     form.addEventListener('submit', (event) => {
