@@ -13,6 +13,13 @@ const DEFAULT_BASES = {
   hls_url: () => `${location.protocol}//${location.hostname}:8888`,
 };
 
+const PROTOCOL_NAMES = { RTSP: 'RTSP', WEB_RTC: 'WebRTC' };
+
+function protocols(camera) {
+  const names = (camera.protocols ?? []).map((p) => PROTOCOL_NAMES[p] ?? p);
+  return names.length ? names.join(' / ') : 'no live stream';
+}
+
 function resolution(camera) {
   const r = camera.resolution;
   return r && r.width && r.height ? `${r.width}×${r.height}` : 'resolution unknown';
@@ -165,6 +172,7 @@ export class CamerasPage {
 
   render() {
     byId('cameras-empty').hidden = this.cameras.length > 0;
+    byId('cameras-table').hidden = !this.cameras.length;
     byId('cameras-table').tBodies[0].replaceChildren(...this.cameras.map((camera) => {
       const fields = {
         path: el('input', { value: camera.mtx_path ?? '', maxlength: 255, autocomplete: 'off',
@@ -196,7 +204,7 @@ export class CamerasPage {
           el('strong', { className: 'camera-name' }, camera.name),
           el('div', { className: 'muted' }, camera.room || 'no room'),
           el('div', { className: 'muted' },
-            `${(camera.protocols ?? []).join(' / ') || 'no live stream'} · ${resolution(camera)}`),
+            `${protocols(camera)} · ${resolution(camera)}`),
           camera.is_missing ? el('p', { className: 'state state-bad' },
             'Google no longer lists this camera.') : null),
         this.stateCell(camera.id),

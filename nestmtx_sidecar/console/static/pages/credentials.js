@@ -140,6 +140,7 @@ export class CredentialsPage {
   render() {
     const body = byId('credentials-table').tBodies[0];
     byId('credentials-empty').hidden = this.items.length > 0;
+    byId('credentials-table').hidden = !this.items.length;
     body.replaceChildren(...this.items.map((item) => {
       const words = stateWords(this.states.get(item.id) ?? {});
       const status = el('p', { className: 'row-status', role: 'status' });
