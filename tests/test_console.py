@@ -72,13 +72,14 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-async def open_console(browser: BrowserContext, url: str) -> Page:
+async def open_console(browser: BrowserContext, url: str, errors: list[str] | None = None
+                       ) -> Page:
+    """The console's page; script errors and failed loads go to `errors` when given."""
     page = browser.pages[0] if browser.pages else await browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(f"{message.text} {message.location}")
-            if message.type == "error" else None)
-    page.errors = errors  # type: ignore[attr-defined]  # read by tests that expect none
+    if errors is not None:
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(f"{message.text} {message.location}")
+                if message.type == "error" else None)
     await page.goto(url + "/")
     return page
 
@@ -173,7 +174,8 @@ async def test_onboarding_from_log_in_to_a_live_camera(tmp_path: Path,
             nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
                 running, events, _), console_browser(tmp_path) as browser:
         google.redirect_uris.add(running.url + CALLBACK_PATH)
-        page = await open_console(browser, running.url)
+        errors: list[str] = []
+        page = await open_console(browser, running.url, errors)
         await expect(page.get_by_role("link", name="Cameras")).to_be_hidden()
         await screenshot(page, "login")
         await log_in(page)
@@ -250,7 +252,7 @@ async def test_onboarding_from_log_in_to_a_live_camera(tmp_path: Path,
         await page.goto(running.url + "/#cameras")
         await expect(page.get_by_role("button", name="Log in")).to_be_visible()
         assert await page.get_by_text("Front door").count() == 0
-        assert page.errors == []  # type: ignore[attr-defined]
+        assert errors == []
         assert events.named("credentials", "authenticated")
 
 
@@ -342,18 +344,110 @@ async def test_keyboard_alone_logs_in_and_moves_between_pages(tmp_path: Path) ->
 
 
 async def test_usable_at_390_px(tmp_path: Path) -> None:
-    async with console_server(tmp_path) as running, console_browser(tmp_path) as browser:
+    preview = f"http://127.0.0.1:{free_port()}"
+    async with console_server(tmp_path, public_rtsp_url="rtsp://nvr.example:8554/",
+                              mediamtx_webrtc_url=preview) as running, \
+            console_browser(tmp_path) as browser:
         await add_camera(running.sidecar.store, "garden/back-yard", name="Back yard")
         page = await open_console(browser, running.url)
         await page.set_viewport_size({"width": 390, "height": 844})
         await log_in(page)
         row = page.get_by_role("row").filter(has_text="Back yard")
         await expect(row.get_by_label("Path", exact=True)).to_have_value("garden/back-yard")
+        await expect(row).to_contain_text("rtsp://nvr.example:8554/garden/back-yard")
+        await expect(row).to_contain_text(  # bases left empty: this host, MediaMTX's ports
+            "http://127.0.0.1:8888/garden/back-yard/index.m3u8")
+        await row.get_by_role("button", name="Preview").click()
+        frame = row.locator("iframe")
+        await expect(frame).to_have_attribute("title", "Live preview of Back yard")
+        await expect(frame).to_have_attribute("src", preview + "/garden/back-yard")
+        await row.get_by_role("button", name="Preview").click()
+        await expect(frame).to_have_count(0)
         for name in ("cameras-390", "credentials-390"):
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{name}: the page scrolls sideways ({width} px)"
             await screenshot(page, name)
             await go(page, "Credentials")
+
+
+async def test_events_and_logs_filter_and_pause(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with console_server(tmp_path) as running, console_browser(tmp_path) as browser:
+        await add_camera(running.sidecar.store, "porch", name="Porch")
+        await add_camera(running.sidecar.store, "garage", name="Garage")
+        hooks = mediamtx(running, tmp_path)
+        page = await open_console(browser, running.url)
+        await log_in(page)
+        await go(page, "Events")
+        for path in ("porch", "garage"):
+            assert (await hooks.run("ready", path)).returncode == 0
+        items = page.locator("#events-list li")
+        await expect(items).to_have_count(2)
+        await page.get_by_label("Camera", exact=True).fill("garage")
+        await expect(items).to_have_count(1)
+        await expect(items).to_contain_text("Garage")
+        await page.get_by_label("Event", exact=True).fill("notReady")
+        await expect(items).to_have_count(0)
+        await page.get_by_label("Event", exact=True).fill("")
+        await page.get_by_label("Domain", exact=True).select_option("credentials")
+        await expect(items).to_have_count(0)
+        await page.get_by_label("Domain", exact=True).select_option("")
+        await page.get_by_label("Camera", exact=True).fill("")
+        await expect(items).to_have_count(2)
+
+        await page.get_by_role("button", name="Pause").click()
+        assert (await hooks.run("unread", "porch")).returncode == 0
+        await expect(page.get_by_text("Paused: 1 new event(s) held back.")).to_be_visible()
+        await expect(items).to_have_count(2)
+        await page.get_by_role("button", name="Resume").click()
+        await expect(items).to_have_count(3)
+        await expect(items.first).to_contain_text("camera:unread")
+
+        await go(page, "Logs")
+        logging.getLogger("nestmtx_sidecar.test").warning("a warning for the console")
+        logging.getLogger("nestmtx_sidecar.test").info("an info line for the console")
+        lines = page.locator("#logs-list li")
+        await expect(lines.filter(has_text="an info line for the console")).to_contain_text(
+            "info")
+        await page.get_by_label("Level", exact=True).select_option("warn")
+        await expect(lines.filter(has_text="for the console")).to_have_count(1)
+        await expect(lines.filter(has_text="for the console")).to_contain_text("warn")
+        await page.get_by_label("Level", exact=True).select_option("trace")
+        await page.get_by_label("Search", exact=True).fill("info line for")
+        await expect(lines).to_have_count(1)
+        await page.get_by_role("button", name="Pause").click()
+        logging.getLogger("nestmtx_sidecar.test").info("another info line for the console")
+        await expect(page.get_by_text("Paused: 1 new line(s) held back.")).to_be_visible()
+        await expect(lines).to_have_count(1)
+        await page.get_by_role("button", name="Resume").click()
+        await expect(lines).to_have_count(2)
+
+
+async def test_a_revoked_session_returns_to_log_in(tmp_path: Path) -> None:
+    async with console_server(tmp_path) as running, console_browser(tmp_path) as browser:
+        page = await open_console(browser, running.url)
+        await log_in(page)
+        token = await page.evaluate("JSON.parse(sessionStorage.getItem('nestmtx.session')).bearer")
+        async with httpx.AsyncClient(base_url=running.url) as client:  # e.g. from another tab
+            reply = await client.delete("/api/auth", headers={"Authorization": f"Bearer {token}"})
+            assert reply.status_code in (200, 204), reply.text
+        await expect(page.get_by_role("button", name="Log in")).to_be_visible()
+        await expect(page.get_by_role("alert")).to_contain_text("Log in again")
+        await expect(page.get_by_role("button", name="Log out")).to_be_hidden()
+
+
+async def test_console_module_hands_out_the_stream_url_bases_to_logged_in_users(
+        tmp_path: Path) -> None:
+    async with console_server(tmp_path, public_hls_url="https://nvr.example:8888/",
+                              mediamtx_webrtc_url="https://nvr.example:8889") as running, \
+            httpx.AsyncClient(base_url=running.url) as client:
+        assert (await client.get("/api/console")).status_code == 401
+        reply = await client.get("/api/console", headers={
+            "Authorization": f"Bearer {await running.login()}"})
+        assert reply.json() == {"rtsp_url": "", "webrtc_url": "",
+                                "hls_url": "https://nvr.example:8888",
+                                "preview_url": "https://nvr.example:8889"}
 
 
 # --- users and status -----------------------------------------------------------------------
