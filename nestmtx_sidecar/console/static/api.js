@@ -103,8 +103,7 @@ export class Connection {
   constructor(session, { onState, onRefused }) {
     this._counter = 0;
     this.socket = window.io({
-      auth: { token: session.bearer },
-      transports: ['websocket', 'polling'],
+      auth: { token: session.bearer }, // never the query string: URLs end up in logs
       reconnectionDelayMax: 10000,
     });
     this.socket.on('connect', () => onState('connected'));
