@@ -400,7 +400,8 @@ class ConsentCallback:
         if error == "access_denied":
             return _page(400, "Authorization cancelled",
                          "Authorization was cancelled at Google, so nothing changed. To connect "
-                         "the credential, start again from its consent URL.")
+                         "the credential, press Authorize with Google again on the console's "
+                         "Credentials page (or start again from its consent URL).")
         if error:
             return _page(400, "Authorization was not granted", f"Google answered: {error[:200]}")
         if consent is None:
