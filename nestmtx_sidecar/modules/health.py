@@ -6,15 +6,35 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import Caller, Module
+from ..schema import record
+from . import Caller, Contract, Module
 
 Check = Callable[[], Awaitable[None]]
 Status = Callable[[], Awaitable[dict[str, Any]]]
+_PUBLIC = {
+    "status": {"enum": ["ok", "degraded"]},
+    "checks": {"type": "object", "additionalProperties": {"type": "string"},
+               "description": "Each dependency's check: `ok` or `error: <type>`."},
+    "uptime": {"type": "number", "minimum": 0, "description": "Seconds since start."},
+}
+# Only with a token, so not required: this replica's details for the console's Status page.
+_REPLICA = {
+    "version": {"type": "string"},
+    "connected_sockets": {"type": "integer", "minimum": 0,
+                          "description": "Socket.IO clients on this replica."},
+    "lease": record({"name": {"type": "string"}, "held_here": {"type": "boolean"},
+                     "replica": {"type": "string"}}, "The Nest lease, as this replica sees it."),
+    "mediamtx": {"type": "string", "description": "`ok`, `unreachable (<error>)`, "
+                 "`answered HTTP <status>` or `not configured`."},
+}
+REPLY = {**record(_PUBLIC, "Whether the sidecar can reach what it depends on."),
+         "properties": {**_PUBLIC, **_REPLICA}}
 
 
 class Health(Module):
     name = "health"
     public_commands = frozenset({"list"})
+    contract = Contract(replies={"list": REPLY})
 
     def __init__(self, checks: dict[str, Check], status: Status | None = None) -> None:
         self._checks = checks
@@ -22,6 +42,7 @@ class Health(Module):
         self._started = time.monotonic()
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """Check the database (and Redis, when configured); with a token, this replica too."""
         results = {name: await _run(check) for name, check in self._checks.items()}
         healthy = all(value == "ok" for value in results.values())
         reply = {"status": "ok" if healthy else "degraded", "checks": results,
