@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -154,10 +155,15 @@ def test_vendored_socketio_client_is_the_pinned_npm_build() -> None:
 
 def test_a_regular_install_ships_every_console_file(tmp_path: Path) -> None:
     """`pip install .` (not editable) carries the console: the wheel holds each static file."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True,
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT / "nestmtx_sidecar", source / "nestmtx_sidecar",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True,
                    cwd=tmp_path)
-    [wheel] = tmp_path.glob("nestmtx_sidecar-*.whl")
+    [wheel] = (tmp_path / "dist").glob("nestmtx_sidecar-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = {"nestmtx_sidecar/console/" + str(path.relative_to(STATIC.parent))
                 for path in STATIC.rglob("*") if path.is_file()}
