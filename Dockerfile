@@ -13,10 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NESTMTX_PORT=2000 \
     NESTMTX_DATA_DIR=/data
 # /data and /spool exist owned by the service user, so fresh named volumes mounted there
-# start out writable by it (Docker copies ownership from the image on first mount).
+# start out writable by it (Docker copies ownership and mode from the image on first mount);
+# /data is private to it (0700), as the sidecar would make it anyway.
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin nestmtx \
     && mkdir -p /data /spool \
-    && chown nestmtx:nestmtx /data /spool
+    && chown nestmtx:nestmtx /data /spool \
+    && chmod 0700 /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER nestmtx

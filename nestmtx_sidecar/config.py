@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography.fernet import Fernet
 
+from .private_files import private_dir, private_file
+
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 
@@ -186,21 +188,22 @@ def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
 
 
 def with_generated_secrets(settings: Settings) -> Settings:
-    """Fill app key and hook secret from the data dir, creating them (mode 0600) when absent."""
+    """Fill app key and hook secret from the data dir, creating them (mode 0600) when absent.
+
+    The data dir is made (or narrowed to) mode 0700.
+    """
     generated: list[str] = []
     updates: dict[str, str] = {}
     try:
         # Also when both secrets are configured: the default SQLite database lives here.
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         for name, make in (("app_key", lambda: Fernet.generate_key().decode()),
                            ("hook_secret", lambda: secrets.token_urlsafe(32))):
             if getattr(settings, name):
                 continue
             path = settings.data_dir / name
-            if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as file:
-                    file.write(make())
+            if private_file(path):
+                path.write_text(make())
                 generated.append(name)
             updates[name] = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .listing import ListQuery
+from .private_files import FILE_MODE, narrow, private_file
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -110,6 +116,7 @@ class Store:
     def __init__(self, url: str) -> None:
         options: dict[str, Any] = {}
         if url.startswith("sqlite"):
+            _private_sqlite_files(url)
             options["connect_args"] = {"timeout": 30}
         else:
             options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -134,6 +141,22 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _private_sqlite_files(url: str) -> None:
+    """The database file exists 0600 before SQLite opens it: its -wal and -shm get its mode."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        private_file(Path(database))
+        for suffix in ("-wal", "-shm"):  # left by an older version or a crash
+            with contextlib.suppress(FileNotFoundError):
+                narrow(Path(database + suffix), FILE_MODE)
+    except FileNotFoundError:
+        return  # no such directory: SQLite's own error says so when it connects
+    except OSError as exc:  # e.g. another user's file: SQLite decides whether it can open it
+        logger.warning("cannot make %s private: %s", database, exc.strerror or exc)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -395,7 +395,7 @@ class ConsentCallback:
                 refusal = str(exc)
                 logger.warning("OAuth callback refused: %s", refusal)
         if error and consent is not None:
-            logger.info("credential %d: Google answered the consent with %s",
+            logger.info("credential %d: Google answered the consent with %r",
                         consent.credential_id, error[:200])
         if error == "access_denied":
             return _page(400, "Authorization cancelled",
