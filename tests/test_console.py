@@ -271,6 +271,11 @@ async def test_cancelled_authorization_says_why_and_leads_back(tmp_path: Path) -
         page = await open_console(browser, running.url)
         await log_in(page)
         await go(page, "Credentials")
+        await browser.grant_permissions(["clipboard-read", "clipboard-write"])
+        await page.get_by_role("button", name="Copy redirect URI").click()
+        await expect(page.get_by_text("Copied", exact=True)).to_be_visible()
+        assert await page.evaluate("navigator.clipboard.readText()") == \
+            running.url + CALLBACK_PATH
         row = page.get_by_role("row").filter(has_text="Home")
         await row.get_by_role("button", name="Authorize with Google").click()
         await expect(page.get_by_role("heading", name="Authorization cancelled")).to_be_visible()

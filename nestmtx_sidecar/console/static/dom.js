@@ -42,20 +42,21 @@ export function labelled(text, control) {
   return [el('label', { for: control.id }, text), control];
 }
 
-// A button that copies `text()` to the clipboard and says so.
-export function copyButton(label, text) {
+// A button that copies `text` to the clipboard and says so. Where the clipboard API is not
+// offered (plain http on a LAN address is no secure context), it selects `shown` instead.
+export function copyButton(label, text, shown = null) {
   const status = el('span', { className: 'copied', role: 'status' });
   const button = el('button', {
     type: 'button',
     onclick: async () => {
-      const value = typeof text === 'function' ? text() : text;
       try {
-        await navigator.clipboard.writeText(value);
+        await navigator.clipboard.writeText(text);
         setText(status, 'Copied');
       } catch {
-        setText(status, 'Select and copy it by hand');
+        if (shown) window.getSelection().selectAllChildren(shown);
+        setText(status, 'Selected: press Ctrl+C (⌘C) to copy');
       }
-      setTimeout(() => setText(status, ''), 2000);
+      setTimeout(() => setText(status, ''), 4000);
     },
   }, label);
   return el('span', { className: 'copy' }, button, status);

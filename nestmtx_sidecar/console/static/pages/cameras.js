@@ -195,9 +195,11 @@ export class CamerasPage {
       });
       const preview = el('div', { className: 'preview-box' });
       const urls = camera.mtx_path ? el('ul', { className: 'urls' },
-        this.streamUrls(camera.mtx_path).map(([kind, url]) => el('li', {},
-          el('span', { className: 'kind' }, kind), el('code', {}, url),
-          copyButton(`Copy ${kind} URL`, url)))) :
+        this.streamUrls(camera.mtx_path).map(([kind, url]) => {
+          const shown = el('code', {}, url);
+          return el('li', {}, el('span', { className: 'kind' }, kind), shown,
+            copyButton(`Copy ${kind} URL`, url, shown));
+        })) :
         el('p', { className: 'muted' }, 'Set a path to get stream URLs.');
       return el('tr', { role: 'row' },
         el('td', { role: 'cell', 'data-label': 'Camera' },

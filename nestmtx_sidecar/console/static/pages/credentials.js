@@ -39,7 +39,8 @@ export class CredentialsPage {
     this.items = [];
     const redirect = `${location.origin}${CALLBACK_PATH}`;
     setText(byId('redirect-uri'), redirect);
-    byId('copy-redirect-uri').replaceWith(copyButton('Copy redirect URI', redirect));
+    byId('copy-redirect-uri').replaceWith(copyButton('Copy redirect URI', redirect,
+      byId('redirect-uri')));
     const form = byId('credential-form');
     const toggle = byId('add-credential');
     toggle.addEventListener('click', () => this.openForm(form.hidden));
