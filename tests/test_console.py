@@ -537,4 +537,7 @@ async def test_api_page_renders_the_openapi_description(tmp_path: Path) -> None:
         operation = doc.locator("details").filter(has_text="/api/auth").first
         await operation.locator("summary").click()
         await expect(operation).to_contain_text("Responses")
+        # The request body's fields, readable: name, type, limits, required.
+        await expect(operation.locator("li").filter(has_text="password").first).to_contain_text(
+            "string [1\N{EN DASH}1024 chars] required")
         await screenshot(page, "api")
