@@ -303,6 +303,10 @@ async def test_refused_refresh_token_explains_the_testing_trap(tmp_path: Path) -
         await page.reload()  # and from the stored state after a reload
         await expect(page.get_by_role("row").filter(has_text="Home")).to_contain_text("7 days")
         await screenshot(page, "credentials-invalid-grant")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.get_by_role("button", name="Delete Home").click()
+        await expect(page.get_by_text("No credentials yet.")).to_be_visible()
+        assert (await client.get("/api/credentials")).json()["total"] == 0
 
 
 # --- safety ---------------------------------------------------------------------------------
