@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .config import Settings
+from .console import Console
 from .dispatch import Dispatcher
 from .events import EventBus
 from .fanout import FastManager, fast_manager_class
@@ -35,10 +36,11 @@ from .mediamtx_config import persistent_paths
 from .metrics import Metrics, count_event
 from .modules.auth import Auth
 from .modules.cameras import Cameras
+from .modules.console import ConsoleSettings
 from .modules.credentials import Credentials
 from .modules.health import Health
 from .modules.users import Users
-from .modules.version import Version
+from .modules.version import VERSION, Version
 from .nest.service import Nest
 from .receiver import HookReceiver
 from .security import PasswordHasher, Redactor, SecretBox
@@ -81,7 +83,7 @@ class Sidecar:
             checks["redis"] = self._ping_redis
         self.dispatcher = Dispatcher([
             self.auth, Users(self.store, self.auth, self.hasher), self.cameras, self.credentials,
-            Health(checks), Version(),
+            Health(checks, self._status), Version(), ConsoleSettings(settings),
         ])
         manager = (fast_manager_class(socketio.AsyncRedisManager)(settings.redis_url)
                    if settings.redis_url else FastManager())
@@ -149,6 +151,15 @@ class Sidecar:
         self.login_guard.close()
         self.hasher.close()
 
+    async def _status(self) -> dict[str, Any]:
+        """This replica, for logged-in users of `health list` (the console's Status page)."""
+        return {
+            "version": VERSION, "connected_sockets": self.gateway.connected,
+            "lease": {"name": self.nest.lease.name, "held_here": self.nest.lease.held,
+                      "replica": self.nest.lease.holder_id},
+            "mediamtx": await self.mediamtx.reachable() if self.mediamtx else "not configured",
+        }
+
     async def _ping_redis(self) -> None:
         assert self.redis is not None  # the check is registered only with Redis
         await self.redis.ping()
@@ -186,6 +197,7 @@ def _announce(message: str) -> None:
 
 def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
     http = HttpApi(sidecar.dispatcher, sidecar.auth, sidecar.settings.trusted_proxy_networks)
+    console = Console(sidecar.settings.mediamtx_webrtc_url)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -211,6 +223,7 @@ def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
             Route("/hooks/source/{path:path}", sidecar.receiver.source_endpoint),
             *sidecar.nest.routes,  # before /api/{module}/{entity}, which would shadow them
             *http.routes,
+            *console.routes,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[Middleware(IgnoreTrailingSlash)],

@@ -45,6 +45,11 @@ class Settings:
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
     mediamtx_api_url: str = ""  # MediaMTX control API; set to apply persistent paths live
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
+    # Where readers reach MediaMTX, shown in the console (empty: its host, MediaMTX's ports).
+    public_rtsp_url: str = ""
+    public_webrtc_url: str = ""
+    public_hls_url: str = ""
+    mediamtx_webrtc_url: str = ""  # MediaMTX's WebRTC page for the console's preview frame
     log_level: str = "info"
     spool_dir: str = ""
     spool_replay_delay: float = 5.0  # seconds for subscribers to reconnect first
@@ -165,6 +170,9 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_SDM_API_URL", settings.sdm_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))
+    _check_url("NESTMTX_PUBLIC_RTSP_URL", settings.public_rtsp_url, ("rtsp", "rtsps"))
+    for key in ("public_webrtc_url", "public_hls_url", "mediamtx_webrtc_url"):
+        _check_url(ENV_PREFIX + key.upper(), getattr(settings, key), ("http", "https"))
     _check_url("NESTMTX_MQTT_URL", settings.mqtt_url, ("mqtt", "mqtts"))
     try:
         settings.trusted_proxy_networks  # noqa: B018 -- parsing is the check

@@ -41,6 +41,14 @@ class MediaMtxPaths:
         if new and new != old:
             await self._put(new)
 
+    async def reachable(self) -> str:
+        """How the API answers right now, in words for the console's status page."""
+        try:
+            reply = await self._client.get("/v3/config/global/get")
+        except httpx.HTTPError as exc:
+            return f"unreachable ({type(exc).__name__})"
+        return "ok" if reply.status_code == 200 else f"answered HTTP {reply.status_code}"
+
     async def close(self) -> None:
         await self._client.aclose()
 

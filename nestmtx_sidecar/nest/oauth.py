@@ -29,6 +29,7 @@ from ..store import Store, as_utc, credentials, utcnow
 
 logger = logging.getLogger(__name__)
 
+CONSOLE_CREDENTIALS = "/#credentials"  # the web console's page the callback leads back to
 # Refresh this long before expiry: a fifth of the token's life, at most 5 minutes.
 REFRESH_FRACTION, REFRESH_MARGIN_MAX = 0.2, 300.0
 INVALID_GRANT_MESSAGE = (
@@ -401,7 +402,8 @@ class ConsentCallback:
         if error == "access_denied":
             return _page(400, "Authorization cancelled",
                          "Authorization was cancelled at Google, so nothing changed. To connect "
-                         "the credential, start again from its consent URL.")
+                         "the credential, press Authorize with Google again on the console's "
+                         "Credentials page (or start again from its consent URL).")
         if error:
             return _page(400, "Authorization was not granted", f"Google answered: {error[:200]}")
         if consent is None:
@@ -417,12 +419,25 @@ class ConsentCallback:
         except ConnectionError as exc:
             return _page(502, "Authorization failed", str(exc))
         return _page(200, "Authorized",
-                     f"Credential “{description}” is connected to Google. "
-                     "You can close this window.")
+                     f"Credential “{description}” is connected to Google; its cameras appear "
+                     "in the console in a few seconds. Returning to the console…",
+                     return_after=2)
 
 
-def _page(status: int, title: str, text: str) -> HTMLResponse:
-    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
-            f"</title></head><body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
-            "</body></html>")
+def _page(status: int, title: str, text: str, return_after: int | None = None) -> HTMLResponse:
+    """The page the browser lands on after Google; it leads back to the console's Credentials.
+
+    Success returns there by itself; a failure stays, so its reason can be read.
+    """
+    back = CONSOLE_CREDENTIALS
+    refresh = (f'<meta http-equiv="refresh" content="{return_after}; url={back}">'
+               if return_after is not None else "")
+    body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"{refresh}<title>{html.escape(title)}</title>"
+            "<link rel=\"icon\" href=\"/console/favicon.svg\" type=\"image/svg+xml\">"
+            "<link rel=\"stylesheet\" href=\"/console/style.css\"></head><body><main>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
+            f"<p><a href=\"{back}\">Back to Credentials in the console</a></p>"
+            "</main></body></html>")
     return HTMLResponse(body, status_code=status)
