@@ -18,6 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from nestmtx_sidecar.events import isoformat
+from nestmtx_sidecar.store import credentials, utcnow
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import PUBSUB_SCOPE, SDM_SCOPE, FakeGoogle, camera
 from tests.fakes.pubsub import FakePubSub
@@ -124,6 +125,33 @@ async def test_set_up_creates_topic_grant_and_subscription_then_lists_devices(
         pubsub = (await read(e, credential["id"]))["pubsub"]
         assert pubsub["status"] == "waiting" and pubsub["last_event_at"] is None
         assert pubsub["topic"] == TOPIC and TOPIC in pubsub["instruction"]
+        # Nothing in the 10 minutes after set-up: the reply warns that the topic is likely
+        # not entered in the Device Access Console.
+        async with e.running.sidecar.store.begin() as conn:
+            await conn.execute(credentials.update().where(credentials.c.id == credential["id"])
+                               .values(pubsub_ready_at=utcnow() - dt.timedelta(minutes=11)))
+        pubsub = (await read(e, credential["id"]))["pubsub"]
+        assert pubsub["status"] == "no_events"
+        assert TOPIC in pubsub["message"] and "Device Access Console" in pubsub["message"]
+
+
+async def test_relation_updates_sync_devices_and_trait_updates_are_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "nestmtx_sidecar.nest")
+    async with env(tmp_path) as e:
+        await connect(e)
+        await porch(e)
+        lists = e.google.count("devices.list", 200)
+        e.google.devices["project-1"].append(camera("cam-2", "Garden"))
+        e.pubsub.publish(fixture("traits"))
+        e.pubsub.publish(fixture("relation"))
+        await wait_until(lambda: any(": 2 devices" in r.getMessage() for r in caplog.records), 15)
+        assert e.google.count("devices.list", 200) == lists + 1
+        cameras = (await e.client.get("/api/cameras")).json()["items"]
+        assert sorted(c["name"] for c in cameras) == ["Garden", "Porch"]
+        await wait_until(lambda: len(e.pubsub.acked) == 2)
+        assert any("sdm.devices.traits.Connectivity" in r.getMessage() and
+                   r.levelno == logging.DEBUG for r in caplog.records)
 
 
 async def test_a_motion_event_reaches_python_and_javascript_subscribers(

@@ -61,6 +61,7 @@ class _Loop:
     set_up_at: float | None = None  # monotonic
     heard: bool = False  # a message arrived since set-up
     error: str | None = None  # as stored in pubsub_error
+    failing: bool = False  # the last try of its current step failed: it is backing off
 
 
 class DeviceEvents:
@@ -105,9 +106,12 @@ class DeviceEvents:
                 await self._start(config, error)
 
     async def on_event(self, event: Event) -> None:
-        """Bus subscriber: a new grant (perhaps with the missing scope) restarts at once."""
+        """Bus subscriber: a new grant (perhaps with the missing scope) starts a loop, or
+        restarts one that is backing off, at once."""
         if event.domain == "credentials" and event.event == "authenticated" and event.entity:
-            await self._stop(event.entity)
+            loop = self._loops.get(event.entity)
+            if loop is not None and loop.failing:
+                await self._stop(event.entity)
             await self.adopt()
 
     async def on_credentials_change(self, credential_id: int, change: str) -> None:
@@ -153,12 +157,15 @@ class DeviceEvents:
             stop=tenacity.stop_never, reraise=True)
         async for attempt in retrying:
             with attempt:
-                return await step(loop)
+                result = await step(loop)
+                loop.failing = False
+                return result
         raise AssertionError("unreachable: tenacity retries forever")
 
     async def _failed(self, loop: _Loop, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         config = loop.config
+        loop.failing = True
         message = None
         if isinstance(error, SdmAuthError) and error.http_status == 403:
             template = REAUTHORIZE if "scope" in error.message.lower() else NO_ACCESS
@@ -183,6 +190,7 @@ class DeviceEvents:
                 credentials.c.pubsub_ready_at.is_(None)).values(
                     pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at))
         loop.set_up_at = time.monotonic()
+        await self._set_error(loop, None)
         logger.info("device events for credential %d set up: topic %s, subscription %s. The "
                     "one step left: enter %s as the Pub/Sub topic in the Device Access "
                     "Console", config.credential_id, config.topic, config.subscription,
@@ -196,10 +204,10 @@ class DeviceEvents:
             if config.topic is None:
                 raise
             logger.warning("device events for credential %d: subscription %s is gone (Pub/Sub "
-                           "deletes unused ones after 31 days); creating it again",
+                           "deletes unused ones after 31 days); setting it up again",
                            config.credential_id, config.subscription)
-            await self._pubsub.create_subscription(config.credential_id, config.subscription,
-                                                   config.topic)
+            # The whole set-up: the topic (or its grant) may have gone with it.
+            await self._pubsub.set_up(config.credential_id, config.topic, config.subscription)
             return
         await self._set_error(loop, None)
         if not received:

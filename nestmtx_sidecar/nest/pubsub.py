@@ -61,11 +61,6 @@ class PubSubClient:
             logger.info("credential %d: Pub/Sub subscription %s exists", credential_id,
                         subscription)
 
-    async def create_subscription(self, credential_id: int, subscription: str, topic: str
-                                  ) -> None:
-        await self._create(credential_id, subscription,
-                           {"topic": topic, "ackDeadlineSeconds": ACK_DEADLINE_SECONDS})
-
     async def pull(self, credential_id: int, subscription: str) -> list[Received]:
         """A long poll: returns when messages came in or Google's hold ran out ([])."""
         body = await self._call(credential_id, "POST", f"{subscription}:pull",
