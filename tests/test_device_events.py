@@ -311,3 +311,20 @@ async def test_two_replicas_on_one_postgresql_emit_each_event_once(
         assert b.sidecar.nest.lease.held and pubsub.count("acknowledge", 200, since=a_gone)
         assert len(a.events.named("camera", "motion")) == 1
         assert b_events.named("camera", "motion") == []
+
+
+async def test_a_restart_between_pull_and_acknowledge_does_not_emit_again(
+        tmp_path: Path) -> None:
+    async with fakes() as (google, pubsub):
+        pubsub.ack_deadline = 1.0
+        async with sidecar(tmp_path, google, pubsub) as before:
+            await connect(before)
+            await porch(before)
+            pubsub.fail_next("acknowledge", 503)
+            message = pubsub.publish(motion("ev-restart"))
+            await before.events.wait("camera", "motion")
+            await wait_until(lambda: pubsub.count("acknowledge", 503) == 1)
+        assert message not in pubsub.acked
+        async with sidecar(tmp_path, google, pubsub) as after:  # the same data dir and database
+            await wait_until(lambda: message in pubsub.acked, 20)
+            assert after.events.named("camera", "motion") == []
