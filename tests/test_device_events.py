@@ -25,6 +25,7 @@ from tests.fakes.pubsub import FakePubSub
 from tests.nest_support import Events, add_credential, enable, nest_sidecar
 from tests.services import create_database, wait_until
 from tests.test_events_e2e import JsSubscriber, PySubscriber
+from tests.test_mqtt import Mosquitto, Watcher, decode
 from tests.test_sdm_events import fixture
 
 PROJECT = "my-home-123"
@@ -328,3 +329,21 @@ async def test_a_restart_between_pull_and_acknowledge_does_not_emit_again(
         async with sidecar(tmp_path, google, pubsub) as after:  # the same data dir and database
             await wait_until(lambda: message in pubsub.acked, 20)
             assert after.events.named("camera", "motion") == []
+
+
+async def test_a_motion_event_reaches_an_mqtt_subscriber(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        async with fakes() as (google, pubsub), \
+                sidecar(tmp_path, google, pubsub, mqtt_url=broker.url) as e:
+            await connect(e)
+            camera_id = await porch(e)
+            async with Watcher(broker, "nestmtx/events/#") as watcher:
+                e.pubsub.publish(motion("ev-mqtt"))
+                event = await e.events.wait("camera", "motion")
+                message = await watcher.expect(f"nestmtx/events/camera/{camera_id}/motion")
+                assert decode(message) == event.payload()
+                assert decode(message)["details"]["eventId"] == "ev-mqtt"
+    finally:
+        broker.stop()
