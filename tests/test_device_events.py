@@ -280,6 +280,14 @@ async def test_a_token_without_the_pubsub_scope_says_to_reauthorize(
         assert pubsub["status"] == "error" and "Re-authorize" in pubsub["message"]
         assert "insufficient authentication scopes" in pubsub["message"]
         assert e.pubsub.count("createTopic", 403) >= 1 and e.pubsub.topics == {}
+        # A new grant with the scope: the loop starts over at once, not after its backoff.
+        reply = await e.client.put(f"/api/credentials/{credential['id']}", json={
+            "refresh_token": e.google.issue_refresh_token(BOTH_SCOPES)})
+        assert reply.status_code == 200, reply.text
+        await e.events.wait("credentials", "authenticated", count=2)
+        await wait_until(lambda: e.pubsub.count("pull", 200) > 0, 15)
+        pubsub = (await read(e, credential["id"]))["pubsub"]
+        assert (pubsub["status"], pubsub["message"]) == ("waiting", None)
 
 
 async def test_two_replicas_on_one_postgresql_emit_each_event_once(

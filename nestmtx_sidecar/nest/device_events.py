@@ -36,7 +36,7 @@ REAUTHORIZE = ("Google refused Pub/Sub for this credential ({error}). Re-authori
                "(`credentials update` with {{origin}}): the new consent includes the Pub/Sub "
                "scope, which must also be listed on your OAuth consent screen.")
 NO_ACCESS = ("Google refused Pub/Sub for this credential ({error}): the Google account needs "
-             "the Pub/Sub Editor role in project {project}.")
+             "the Pub/Sub Editor role on {where}.")
 GONE = ("The subscription {subscription} does not exist ({error}); create it again, or give "
         "gcp_project_id so the sidecar manages it.")
 LOG_ONCE_MAX = 1000  # distinct "logged once" kinds remembered; beyond that, debug only
@@ -79,6 +79,7 @@ class DeviceEvents:
         self.retry_max = retry_max
         self._loops: dict[int, _Loop] = {}
         self._logged: set[str] = set()
+        self._adopting = asyncio.Lock()
         self.active = False  # True on the lease holder only
 
     # -- which loops run -------------------------------------------------------------------
@@ -87,6 +88,10 @@ class DeviceEvents:
         """Start, restart or stop loops to match the store (changes made on any replica)."""
         if not self.active:
             return
+        async with self._adopting:  # the periodic run and a change's may meet
+            await self._adopt()
+
+    async def _adopt(self) -> None:
         async with self._store.begin() as conn:
             rows = (await conn.execute(sa.select(
                 credentials.c.id, credentials.c.dac_project_id, credentials.c.gcp_project_id,
@@ -111,7 +116,8 @@ class DeviceEvents:
         if event.domain == "credentials" and event.event == "authenticated" and event.entity:
             loop = self._loops.get(event.entity)
             if loop is not None and loop.failing:
-                await self._stop(event.entity)
+                async with self._adopting:
+                    await self._stop(event.entity)
             await self.adopt()
 
     async def on_credentials_change(self, credential_id: int, change: str) -> None:
@@ -169,8 +175,9 @@ class DeviceEvents:
         message = None
         if isinstance(error, SdmAuthError) and error.http_status == 403:
             template = REAUTHORIZE if "scope" in error.message.lower() else NO_ACCESS
+            where = f"project {config.project}" if config.project else config.subscription
             message = template.format(error=f"{error.http_status} {error.status}: "
-                                      f"{error.message}", project=config.project or "?")
+                                      f"{error.message}", where=where)
         elif isinstance(error, SdmNotFound) and config.topic is None:
             message = GONE.format(subscription=config.subscription, error=error.message)
         if message is not None:
