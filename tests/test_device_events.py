@@ -21,7 +21,7 @@ from nestmtx_sidecar.events import isoformat
 from nestmtx_sidecar.store import credentials, utcnow
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import PUBSUB_SCOPE, SDM_SCOPE, FakeGoogle, camera
-from tests.fakes.pubsub import FakePubSub
+from tests.fakes.pubsub import FakePubSub, Subscription
 from tests.nest_support import Events, add_credential, enable, nest_sidecar
 from tests.services import create_database, wait_until
 from tests.test_events_e2e import JsSubscriber, PySubscriber
@@ -355,3 +355,25 @@ async def test_a_motion_event_reaches_an_mqtt_subscriber(tmp_path: Path) -> None
                 assert decode(message)["details"]["eventId"] == "ev-mqtt"
     finally:
         broker.stop()
+
+
+async def test_a_subscription_alone_is_only_pulled(tmp_path: Path) -> None:
+    theirs = "projects/their-proj/subscriptions/sdm"
+    async with env(tmp_path) as e:
+        e.pubsub.topics["projects/their-proj/topics/sdm"] = {"version": 1, "etag": "ACAB"}
+        e.pubsub.subscriptions[theirs] = Subscription("projects/their-proj/topics/sdm", 60)
+        credential = await connect(e, pubsub_subscription=theirs)
+        await porch(e)
+        pubsub = (await read(e, credential["id"]))["pubsub"]
+        assert (pubsub["subscription"], pubsub["topic"]) == (theirs, None)
+        message = e.pubsub.publish(motion("ev-theirs"))
+        assert (await e.events.wait("camera", "motion")).details["eventId"] == "ev-theirs"
+        await wait_until(lambda: message in e.pubsub.acked)
+        assert {c.endpoint for c in e.pubsub.calls} == {"pull", "acknowledge"}
+        # Not the sidecar's to recreate: the reply says what is wrong.
+        e.pubsub.delete_subscription(theirs)
+        await wait_until(lambda: e.pubsub.count("pull", 404) > 0)
+        await wait_until(lambda: e.pubsub.count("pull", 404) > 1, 10)
+        pubsub = (await read(e, credential["id"]))["pubsub"]
+        assert pubsub["status"] == "error" and theirs in pubsub["message"]
+        assert "createSubscription" not in {c.endpoint for c in e.pubsub.calls}

@@ -181,7 +181,11 @@ class DeviceEvents:
         elif isinstance(error, SdmNotFound) and config.topic is None:
             message = GONE.format(subscription=config.subscription, error=error.message)
         if message is not None:
-            await self._set_error(loop, message)
+            try:
+                await self._set_error(loop, message)
+            except Exception as exc:  # e.g. the database: the loop must go on regardless
+                logger.warning("device events for credential %d: cannot store its status: %r",
+                               config.credential_id, exc)
         logger.warning("device events for credential %d: %s; retrying (attempt %d)",
                        config.credential_id, message or repr(error), state.attempt_number)
 
@@ -191,13 +195,7 @@ class DeviceEvents:
         await self._pubsub.set_up(config.credential_id, config.topic, config.subscription)
         # Google starts publishing to a new subscription after one devices.list.
         await self._sync.sync(config.credential_id)
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(
-                credentials.c.id == config.credential_id,
-                credentials.c.pubsub_ready_at.is_(None)).values(
-                    pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at))
-        loop.set_up_at = time.monotonic()
-        await self._set_error(loop, None)
+        await self._ready(loop)
         logger.info("device events for credential %d set up: topic %s, subscription %s. The "
                     "one step left: enter %s as the Pub/Sub topic in the Device Access "
                     "Console", config.credential_id, config.topic, config.subscription,
@@ -216,6 +214,8 @@ class DeviceEvents:
             # The whole set-up: the topic (or its grant) may have gone with it.
             await self._pubsub.set_up(config.credential_id, config.topic, config.subscription)
             return
+        if loop.set_up_at is None:  # a subscription managed elsewhere: ready once it pulls
+            await self._ready(loop)
         await self._set_error(loop, None)
         if not received:
             self._warn_if_silent(loop)
@@ -281,6 +281,16 @@ class DeviceEvents:
 
     # -- status ----------------------------------------------------------------------------
 
+    async def _ready(self, loop: _Loop) -> None:
+        """Set up (or first pulled): the no-events warning counts from the first time."""
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.update().where(
+                credentials.c.id == loop.config.credential_id,
+                credentials.c.pubsub_ready_at.is_(None)).values(
+                    pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at))
+        loop.set_up_at = time.monotonic()
+        await self._set_error(loop, None)
+
     async def _heard(self, loop: _Loop) -> None:
         loop.heard = True
         await self._save(loop.config.credential_id, pubsub_last_event_at=utcnow())
@@ -293,7 +303,8 @@ class DeviceEvents:
         logger.warning("device events for credential %d: no event in the %d minutes since "
                        "set-up; is %s entered as the Pub/Sub topic in the Device Access "
                        "Console, with events enabled?", loop.config.credential_id,
-                       NO_EVENTS_WARNING.total_seconds() // 60, loop.config.topic)
+                       NO_EVENTS_WARNING.total_seconds() // 60,
+                       loop.config.topic or f"the topic of {loop.config.subscription}")
 
     async def _set_error(self, loop: _Loop, message: str | None) -> None:
         if loop.error != message:
