@@ -377,3 +377,13 @@ async def test_a_subscription_alone_is_only_pulled(tmp_path: Path) -> None:
         pubsub = (await read(e, credential["id"]))["pubsub"]
         assert pubsub["status"] == "error" and theirs in pubsub["message"]
         assert "createSubscription" not in {c.endpoint for c in e.pubsub.calls}
+
+
+async def test_empty_pulls_that_return_at_once_do_not_loop(tmp_path: Path) -> None:
+    async with fakes() as (google, pubsub):
+        pubsub.pull_hold = 0.0  # Google's long poll not holding, as behind some proxies
+        async with sidecar(tmp_path, google, pubsub) as e:
+            await connect(e)
+            start = time.monotonic()
+            await wait_until(lambda: time.monotonic() - start > 3.0, 4)
+            assert e.pubsub.count("pull", 200, since=start) <= 4

@@ -39,6 +39,7 @@ NO_ACCESS = ("Google refused Pub/Sub for this credential ({error}): the Google a
              "the Pub/Sub Editor role on {where}.")
 GONE = ("The subscription {subscription} does not exist ({error}); create it again, or give "
         "gcp_project_id so the sidecar manages it.")
+MIN_EMPTY_PULL = 1.0  # seconds: an empty pull that returns sooner waits out the rest
 LOG_ONCE_MAX = 1000  # distinct "logged once" kinds remembered; beyond that, debug only
 
 T = TypeVar("T")
@@ -203,6 +204,7 @@ class DeviceEvents:
 
     async def _cycle(self, loop: _Loop) -> None:
         config = loop.config
+        started = time.monotonic()
         try:
             received = await self._pubsub.pull(config.credential_id, config.subscription)
         except SdmNotFound:
@@ -219,6 +221,9 @@ class DeviceEvents:
         await self._set_error(loop, None)
         if not received:
             self._warn_if_silent(loop)
+            # An empty answer is meant to come after Google's hold; one that comes at once
+            # (a proxy, an outage) must not turn the long poll into a busy loop.
+            await asyncio.sleep(max(0.0, MIN_EMPTY_PULL - (time.monotonic() - started)))
             return
         acks = [r.ack_id for r in received if await self._handled(config, r)]
         await self._heard(loop)
