@@ -155,6 +155,7 @@ async def test_relation_updates_sync_devices_and_trait_updates_are_logged(
                    r.levelno == logging.DEBUG for r in caplog.records)
 
 
+@pytest.mark.node
 async def test_a_motion_event_reaches_python_and_javascript_subscribers(
         tmp_path: Path) -> None:
     async with env(tmp_path) as e:
