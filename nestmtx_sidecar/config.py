@@ -43,6 +43,8 @@ class Settings:
     google_token_uri: str = "https://oauth2.googleapis.com/token"
     google_consent_url: str = "https://nestservices.google.com/partnerconnections"
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
+    pubsub_api_url: str = "https://pubsub.googleapis.com/v1"
+    event_max_age: float = 120.0  # seconds; older device events are dropped (0: no limit)
     mediamtx_api_url: str = ""  # MediaMTX control API; set to apply persistent paths live
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
     # Where readers reach MediaMTX, shown in the console (empty: its host, MediaMTX's ports).
@@ -168,6 +170,7 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_GOOGLE_TOKEN_URI", settings.google_token_uri, ("http", "https"))
     _check_url("NESTMTX_GOOGLE_CONSENT_URL", settings.google_consent_url, ("http", "https"))
     _check_url("NESTMTX_SDM_API_URL", settings.sdm_api_url, ("http", "https"))
+    _check_url("NESTMTX_PUBSUB_API_URL", settings.pubsub_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_API_URL", settings.mediamtx_api_url, ("http", "https"))
     _check_url("NESTMTX_MEDIAMTX_RTSP_URL", settings.mediamtx_rtsp_url, ("rtsp", "rtsps"))
     _check_url("NESTMTX_PUBLIC_RTSP_URL", settings.public_rtsp_url, ("rtsp", "rtsps"))

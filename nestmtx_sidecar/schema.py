@@ -59,6 +59,8 @@ class Field:
     def validate(self, value: Any) -> Any:
         if self.check is not None:
             return self.check(value)
+        if value is None and self.nullable:  # a check decides what null means itself
+            return None
         if self.kind == "string":
             return self._string(value)
         if self.kind == "boolean":

@@ -76,6 +76,14 @@ credentials = sa.Table(
     sa.Column("oauth_state_issued_at", sa.DateTime(timezone=True)),
     sa.Column("oauth_code_verifier", sa.Text),  # encrypted
     sa.Column("oauth_redirect_uri", sa.Text),
+    # Device events (Pub/Sub): the names given (null: the defaults derived from the project),
+    # when set-up last completed, the last message, and what stops events now (null: nothing).
+    sa.Column("gcp_project_id", sa.String(64)),
+    sa.Column("pubsub_topic", sa.String(512)),
+    sa.Column("pubsub_subscription", sa.String(512)),
+    sa.Column("pubsub_ready_at", sa.DateTime(timezone=True)),
+    sa.Column("pubsub_last_event_at", sa.DateTime(timezone=True)),
+    sa.Column("pubsub_error", sa.Text),
     *_timestamps(),
 )
 
@@ -107,6 +115,14 @@ stream_sessions = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("generation", sa.Integer, nullable=False, default=1),
     *_timestamps(),
+)
+
+
+# SDM events already emitted, by key: the insert that wins emits (any replica, any restart).
+nest_events = sa.Table(
+    "nest_events", metadata,
+    sa.Column("key", sa.String(640), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
 

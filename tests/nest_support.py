@@ -61,10 +61,10 @@ async def nest_sidecar(tmp_path: Path, google: FakeGoogle, **overrides: Any
 
 
 async def add_credential(client: httpx.AsyncClient, google: FakeGoogle,
-                         refresh_token: str | None = None, project: str = "project-1"
-                         ) -> dict[str, Any]:
+                         refresh_token: str | None = None, project: str = "project-1",
+                         **fields: Any) -> dict[str, Any]:
     payload = {"description": "Home", "oauth_client_id": google.client_id,
-               "oauth_client_secret": google.client_secret, "dac_project_id": project}
+               "oauth_client_secret": google.client_secret, "dac_project_id": project, **fields}
     if refresh_token:
         payload["refresh_token"] = refresh_token
     reply = await client.post("/api/credentials", json=payload)

@@ -75,6 +75,7 @@ def test_bad_yaml_values_name_the_key(tmp_path: Path, yaml_text: str, key: str) 
     ("NESTMTX_TOKEN_TTL", "1e3"), ("NESTMTX_LOG_LEVEL", "INFO"),
     ("NESTMTX_SDM_API_URL", "ftp://x"), ("NESTMTX_MQTT_URL", "tcp://x"),
     ("NESTMTX_ADMIN_PASSWORD", "7-chars"),  # the users module's minimum is 8
+    ("NESTMTX_PUBSUB_API_URL", "grpc://x"), ("NESTMTX_EVENT_MAX_AGE", "-5"),
 ])
 def test_bad_environment_values_name_the_key(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

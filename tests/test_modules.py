@@ -271,6 +271,48 @@ async def test_credentials_refuse_bad_input(door: HttpDoor | SocketDoor) -> None
     (await door.call("credentials", "delete", entity=77)).error("not_found")
 
 
+async def test_credentials_pubsub_fields_defaults_validation_and_consent_scope(
+        door: HttpDoor | SocketDoor) -> None:
+    plain = (await door.call("credentials", "create", payload=NEW_CREDENTIAL)).ok()
+    assert (plain["gcp_project_id"], plain["pubsub_topic"], plain["pubsub"]) == (None, None, None)
+
+    created = (await door.call("credentials", "create", payload={
+        **NEW_CREDENTIAL, "gcp_project_id": "my-home-123"})).ok()
+    topic = "projects/my-home-123/topics/nestmtx-dac-project-1"
+    assert created["pubsub_topic"] == topic
+    assert created["pubsub_subscription"] == \
+        "projects/my-home-123/subscriptions/nestmtx-dac-project-1"
+    pubsub = created["pubsub"]
+    assert (pubsub["topic"], pubsub["status"], pubsub["last_event_at"]) == (topic, "pending", None)
+    assert topic in pubsub["instruction"] and "Device Access Console" in pubsub["instruction"]
+    url = (await door.call("credentials", "update", entity=created["id"],
+                           payload={"origin": "https://nvr.example:2000"})).ok()
+    assert parse_qs(urlsplit(url).query)["scope"] == [
+        "https://www.googleapis.com/auth/sdm.service https://www.googleapis.com/auth/pubsub"]
+
+    mine = "projects/other-proj/topics/sdm-events"
+    updated = (await door.call("credentials", "update", entity=created["id"],
+                               payload={"pubsub_topic": mine})).ok()
+    assert (updated["pubsub_topic"], updated["pubsub"]["topic"]) == (mine, mine)
+    pull_only = (await door.call("credentials", "update", entity=created["id"], payload={
+        "gcp_project_id": None, "pubsub_topic": None,
+        "pubsub_subscription": "projects/other-proj/subscriptions/events"})).ok()
+    assert (pull_only["pubsub_topic"], pull_only["pubsub"]["subscription"]) == (
+        None, "projects/other-proj/subscriptions/events")
+
+    for field, value in (("gcp_project_id", "My_Project"), ("gcp_project_id", "abc"),
+                         ("gcp_project_id", 7), ("pubsub_topic", "topics/x"),
+                         ("pubsub_topic", "projects/my-home-123/topics/goog-x"),
+                         ("pubsub_subscription", "projects/my-home-123/topics/abc"),
+                         ("pubsub_subscription", "projects/p\n/subscriptions/abc")):
+        payload = {**NEW_CREDENTIAL, "gcp_project_id": "my-home-123", field: value}
+        error = (await door.call("credentials", "create", payload=payload)).error("invalid")
+        assert error["details"][0]["field"] == field, (field, value)
+    error = (await door.call("credentials", "create", payload={
+        **NEW_CREDENTIAL, "pubsub_topic": mine})).error("invalid")
+    assert "needs gcp_project_id" in error["message"]
+
+
 # --- health, version -----------------------------------------------------------------------
 
 async def test_health_and_version(door: HttpDoor | SocketDoor) -> None:

@@ -22,8 +22,21 @@ from ..store import Store, as_utc, credentials, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 
 SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
+PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
+PUBLISHER_ROLE, SDM_PUBLISHER = "roles/pubsub.publisher", "group:sdm-publisher@googlegroups.com"
+DEVICE_ACCESS_CONSOLE = "https://console.nest.google.com/device-access"
+# Set up this long without a single message: the topic is most likely not registered.
+NO_EVENTS_WARNING = dt.timedelta(minutes=10)
 CALLBACK_PATH = "/api/oauth2/callback"
 STATE_LIFETIME = dt.timedelta(minutes=10)
+
+# Google Cloud's rules: project ids are 6-30 lowercase letters, digits and hyphens; topic and
+# subscription ids 3-255 characters, starting with a letter, not with "goog".
+_PROJECT = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"
+_RESOURCE_ID = r"(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
+_TOPIC = rf"projects/{_PROJECT}/topics/{_RESOURCE_ID}"
+_SUBSCRIPTION = rf"projects/{_PROJECT}/subscriptions/{_RESOURCE_ID}"
+_PUBSUB_FIELDS = ("gcp_project_id", "pubsub_topic", "pubsub_subscription")
 
 _SORTABLE = {key: credentials.c[key] for key in (
     "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
@@ -63,6 +76,19 @@ _CREATE = Body((
           description="The OAuth client secret; stored encrypted, never returned."),
     Field("refresh_token", "string", max_length=2048,
           description="A refresh token obtained elsewhere; stored encrypted, never returned."),
+    Field("gcp_project_id", "string", nullable=True, pattern=_PROJECT,
+          hint="must be a Google Cloud project id (6-30 lowercase letters, digits, -)",
+          description="Your Google Cloud project: the sidecar sets up device events there "
+          "(topic, publisher grant, subscription). null turns that off.",
+          schema_extra={"examples": ["my-home-123"]}),
+    Field("pubsub_topic", "string", nullable=True, max_length=512, pattern=_TOPIC,
+          hint="must be a topic name, projects/<project>/topics/<id>",
+          description="The Pub/Sub topic; null: `projects/<gcp_project_id>/topics/"
+          "nestmtx-<dac_project_id>`."),
+    Field("pubsub_subscription", "string", nullable=True, max_length=512, pattern=_SUBSCRIPTION,
+          hint="must be a subscription name, projects/<project>/subscriptions/<id>",
+          description="The pull subscription; null: `projects/<gcp_project_id>/subscriptions/"
+          "nestmtx-<dac_project_id>`. Alone (no gcp_project_id) it is only pulled."),
 ))
 _UPDATE = _CREATE.optional()
 _OPTIONAL_DATE_TIME = nullable(DATE_TIME)
@@ -72,12 +98,66 @@ ITEM = record({
     "authenticated": {"type": "boolean",
                       "description": "Google accepted the last token refresh."},
     "authenticated_at": _OPTIONAL_DATE_TIME, "token_expiry": _OPTIONAL_DATE_TIME,
-    "auth_error": nullable({"type": "string"}), "created_at": DATE_TIME, "updated_at": DATE_TIME,
+    "auth_error": nullable({"type": "string"}),
+    "gcp_project_id": nullable({"type": "string"}),
+    "pubsub_topic": nullable({"type": "string", "description": "Given or default."}),
+    "pubsub_subscription": nullable({"type": "string", "description": "Given or default."}),
+    "pubsub": nullable(record({
+        "topic": nullable({"type": "string"}), "subscription": {"type": "string"},
+        "status": {"enum": ["pending", "waiting", "receiving", "no_events", "error"],
+                   "description": "pending: not set up yet; waiting: set up, no event yet; "
+                   "no_events: none long after set-up; error: see message."},
+        "message": nullable({"type": "string", "description": "What is wrong, what to do."}),
+        "last_event_at": _OPTIONAL_DATE_TIME,
+        "instruction": {"type": "string", "description": "The step only you can do."},
+    }, "Device events: where they come from and how that goes; null without Pub/Sub.")),
+    "created_at": DATE_TIME, "updated_at": DATE_TIME,
 }, "A Google OAuth client and Device Access project; its secrets are never shown.")
+
+
+def pubsub_names(row: Any) -> tuple[str | None, str | None]:
+    """The credential's topic and subscription: as given, else derived from its projects."""
+    topic, subscription = row.pubsub_topic, row.pubsub_subscription
+    if row.gcp_project_id:
+        base = f"projects/{row.gcp_project_id}"
+        topic = topic or f"{base}/topics/nestmtx-{row.dac_project_id}"
+        subscription = subscription or f"{base}/subscriptions/nestmtx-{row.dac_project_id}"
+    return topic, subscription
+
+
+def _pubsub(row: Any, now: dt.datetime) -> dict[str, Any] | None:
+    topic, subscription = pubsub_names(row)
+    if subscription is None:
+        return None
+    ready, last = as_utc(row.pubsub_ready_at), as_utc(row.pubsub_last_event_at)
+    message = row.pubsub_error
+    if message:
+        status = "error"
+    elif last is not None:
+        status = "receiving"
+    elif ready is None:
+        status = "pending"
+    elif now - ready > NO_EVENTS_WARNING:
+        status = "no_events"
+        message = (f"No device event has arrived in the {(now - ready).seconds // 60} minutes "
+                   f"since set-up: check that the topic {topic or 'of ' + subscription} is "
+                   "entered in the Device Access Console and events are enabled.")
+    else:
+        status = "waiting"
+    if row.gcp_project_id:
+        instruction = (f"In the Device Access Console ({DEVICE_ACCESS_CONSOLE}), open project "
+                       f"{row.dac_project_id}, and under Pub/Sub topic enter {topic} and "
+                       "enable events. The sidecar did everything else.")
+    else:
+        instruction = (f"The sidecar pulls {subscription}; its topic must be the one entered "
+                       "in the Device Access Console, with events enabled.")
+    return {"topic": topic, "subscription": subscription, "status": status, "message": message,
+            "last_event_at": isoformat(last) if last else None, "instruction": instruction}
 
 
 def _item(row: Any) -> dict[str, Any]:
     expiry = as_utc(row.token_expiry)
+    topic, subscription = pubsub_names(row)
     return {
         "id": row.id, "description": row.description, "oauth_client_id": row.oauth_client_id,
         "dac_project_id": row.dac_project_id,
@@ -86,19 +166,36 @@ def _item(row: Any) -> dict[str, Any]:
         "authenticated_at": isoformat(row.authenticated_at) if row.authenticated_at else None,
         "token_expiry": isoformat(expiry) if expiry else None,
         "auth_error": row.auth_error,
+        "gcp_project_id": row.gcp_project_id,
+        "pubsub_topic": topic, "pubsub_subscription": subscription,
+        "pubsub": _pubsub(row, utcnow()),
         "created_at": isoformat(row.created_at), "updated_at": isoformat(row.updated_at),
     }
 
 
 def consent_url(base: str, row: Any, redirect_uri: str, state: str, code_challenge: str
                 ) -> str:
-    """Google's Partner Connections page for the credential's project (`<base>/<project>/auth`)."""
+    """Google's Partner Connections page for the credential's project (`<base>/<project>/auth`).
+
+    With Pub/Sub configured it asks for the pubsub scope too: pulls need it.
+    """
+    scope = SDM_SCOPE + (f" {PUBSUB_SCOPE}" if pubsub_names(row)[1] else "")
     query = urlencode({
         "redirect_uri": redirect_uri, "access_type": "offline", "prompt": "consent",
-        "client_id": row.oauth_client_id, "response_type": "code", "scope": SDM_SCOPE,
+        "client_id": row.oauth_client_id, "response_type": "code", "scope": scope,
         "state": state, "code_challenge": code_challenge, "code_challenge_method": "S256",
     })
     return f"{base.rstrip('/')}/{quote(row.dac_project_id, safe='')}/auth?{query}"
+
+
+def _check_pubsub(fields: dict[str, Any], row: Any) -> None:
+    """A topic is only set up within gcp_project_id: without it, it would be ignored."""
+    def after(key: str) -> Any:
+        return fields[key] if key in fields else getattr(row, key, None)
+    if after("pubsub_topic") and not after("gcp_project_id"):
+        raise Invalid("pubsub_topic needs gcp_project_id (the project it is set up in); "
+                      "to only pull, give pubsub_subscription alone",
+                      [field_error("pubsub_topic", "needs gcp_project_id")])
 
 
 def _origin(value: Any) -> str:
@@ -158,7 +255,9 @@ class Credentials(Module):
 
         Then authorize them with `{origin}` (update), or give a `refresh_token` here.
         """
-        values = self._values(_CREATE.parse(payload), required=True)
+        fields = _CREATE.parse(payload)
+        _check_pubsub(fields, None)
+        values = self._values(fields, required=True)
         async with self._store.begin() as conn:
             credential_id = (await conn.execute(
                 credentials.insert().values(values)
@@ -183,9 +282,11 @@ class Credentials(Module):
             if len(payload) > 1:
                 raise Invalid("origin cannot be combined with other fields",
                               [field_error("origin", "must be alone")])
-            return await self._begin_consent(
-                row, _ORIGIN.validate(payload["origin"]) + CALLBACK_PATH)
-        values = self._values(_UPDATE.values(payload), required=False)
+            return await self._begin_consent(row, _ORIGIN.validate(payload["origin"])
+                                             + CALLBACK_PATH)
+        fields = _UPDATE.values(payload)
+        _check_pubsub(fields, row)
+        values = self._values(fields, required=False)
         if values:
             async with self._store.begin() as conn:
                 await conn.execute(
@@ -256,7 +357,11 @@ class Credentials(Module):
     def _values(self, fields: dict[str, Any], *, required: bool) -> dict[str, Any]:
         """Validated fields -> columns: secrets encrypted (and redacted from logs)."""
         values = {key: fields[key] for key in ("description", "oauth_client_id",
-                                               "dac_project_id") if key in fields}
+                                               "dac_project_id", *_PUBSUB_FIELDS)
+                  if key in fields}
+        if values.keys() & {"dac_project_id", *_PUBSUB_FIELDS}:
+            # Other names (or projects): set-up runs again, and its status starts over.
+            values.update(pubsub_ready_at=None, pubsub_last_event_at=None, pubsub_error=None)
         secret = fields.get("oauth_client_secret")
         if secret is not None:
             self._redactor.add(secret)

@@ -1,4 +1,7 @@
-"""SDM API client: devices.list and executeCommand, Google's errors as one typed hierarchy."""
+"""SDM API client: devices.list and executeCommand, Google's errors as one typed hierarchy.
+
+The error tree is Google's REST one, so the Pub/Sub client (pubsub.py) raises it too.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +62,10 @@ class SdmFailedPrecondition(SdmError):
     """400 FAILED_PRECONDITION, e.g. a stream that has expired or cannot be extended."""
 
 
+class SdmAlreadyExists(SdmError):
+    """409 ALREADY_EXISTS (Pub/Sub: the topic or subscription is there already)."""
+
+
 class SdmRateLimited(SdmError):
     """429 RESOURCE_EXHAUSTED from Google, or our own pause after one."""
 
@@ -81,6 +88,7 @@ _BY_STATUS: dict[str, type[SdmError]] = {
     "UNAUTHENTICATED": SdmAuthError, "PERMISSION_DENIED": SdmAuthError,
     "NOT_FOUND": SdmNotFound, "INVALID_ARGUMENT": SdmInvalidArgument,
     "FAILED_PRECONDITION": SdmFailedPrecondition, "RESOURCE_EXHAUSTED": SdmRateLimited,
+    "ALREADY_EXISTS": SdmAlreadyExists, "UNAVAILABLE": SdmUnavailable,
 }
 _BY_HTTP: dict[int, type[SdmError]] = {401: SdmAuthError, 403: SdmAuthError, 404: SdmNotFound,
                                        429: SdmRateLimited}

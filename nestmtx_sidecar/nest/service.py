@@ -16,7 +16,9 @@ from ..modules.cameras import Cameras
 from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
 from ..store import Store
+from .device_events import DeviceEvents
 from .oauth import ConsentCallback, TokenKeeper
+from .pubsub import PubSubClient
 from .sdm import SdmClient
 from .streams import StreamSupervisor
 from .sync import DeviceSync
@@ -34,8 +36,8 @@ SHUTDOWN_STOP_SECONDS = 3.0
 class Nest:
     """Builds the parts from settings and wires them to the bus and the modules' listeners.
 
-    Token refresh, device sync and stream extension are singletons: they run on the one
-    replica holding `lease` (always this one on SQLite).
+    Token refresh, device sync, stream extension and device events are singletons: they run
+    on the one replica holding `lease` (always this one on SQLite).
     """
 
     def __init__(self, settings: Settings, store: Store, box: SecretBox, redactor: Redactor,
@@ -50,11 +52,16 @@ class Nest:
                                     settings.stream_start_timeout)
         self.streams = StreamSupervisor(store, box, redactor, bus, self.sdm, cameras,
                                         settings.stream_start_timeout, self.webrtc)
+        self.device_events = DeviceEvents(
+            store, bus, PubSubClient(settings.pubsub_api_url, self.tokens.access_token,
+                                     self.http),
+            self.sync, self.tokens, settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint)]
         bus.subscribe(self.streams.on_event)
         bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)
+        bus.subscribe(self.device_events.on_event)
         cameras.on_change(self.streams.on_camera_change)
         cameras.on_change(self.webrtc.on_camera_change)
         credentials.on_change(self._credentials_changed)
@@ -67,6 +74,7 @@ class Nest:
             await self.streams.on_credential_deleted(credential_id)  # needs the token: first
             await self.webrtc.on_credential_deleted(credential_id)
         await self.tokens.on_credentials_change(credential_id, change)
+        await self.device_events.on_credentials_change(credential_id, change)
 
     async def start(self) -> None:
         await self.tokens.start()  # every replica: the stored tokens, for its own SDM calls
@@ -74,14 +82,15 @@ class Nest:
 
     async def _lead(self) -> None:
         """The singletons, while this replica holds the lease; handed over when it ends."""
-        self.tokens.active = self.streams.active = True
+        self.tokens.active = self.streams.active = self.device_events.active = True
         try:
             await self.tokens.start()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.sync.run_periodically())
                 group.create_task(self._adopt_periodically())
         finally:
-            self.streams.active = False
+            self.streams.active = self.device_events.active = False
+            await self.device_events.stop_all()  # pulls end before another replica's start
             await self.streams.close()  # stop extending; the sessions stay in the store
             await self.tokens.pause()
 
@@ -89,6 +98,7 @@ class Nest:
         while True:
             await self.streams.resume()
             await self.tokens.adopt()
+            await self.device_events.adopt()
             await asyncio.sleep(ADOPT_SECONDS)
 
     async def stop(self) -> None:

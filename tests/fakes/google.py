@@ -38,6 +38,8 @@ from starlette.routing import Route
 from tests.fakes.nest_webrtc import FakeNestWebRtc, NestApiError
 from tests.services import free_port, serving
 
+SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
+PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 PREFIX = "sdm.devices.commands.CameraLiveStream."
 STREAM_COMMANDS = {PREFIX + name for name in (
     "GenerateRtspStream", "ExtendRtspStream", "StopRtspStream",
@@ -98,6 +100,7 @@ class Grant:
 
     redirect_uri: str
     code_challenge: str = ""  # PKCE S256 challenge of the consent request, if it had one
+    scope: str = SDM_SCOPE  # what the consent asked for (space-separated)
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -134,11 +137,12 @@ class FakeGoogle:
         default_factory=lambda: {"project-1": []})
     webrtc_peers: dict[str, FakeNestWebRtc] = field(default_factory=dict)  # device id -> peer
     calls: list[Call] = field(default_factory=list)
-    refresh_tokens: set[str] = field(default_factory=set)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> its scopes
     codes: dict[str, Grant] = field(default_factory=dict)  # code -> what it was issued for
     redirect_uris: set[str] = field(default_factory=set)  # the client's authorized ones
     deny_consent: bool = False  # the user clicks Cancel on the consent page
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+    access_scopes: dict[str, str] = field(default_factory=dict)  # token -> its scopes
     streams: dict[str, Stream] = field(default_factory=dict)  # extension token -> stream
     _failures: dict[str, collections.deque[Any]] = field(
         default_factory=lambda: collections.defaultdict(collections.deque))
@@ -146,15 +150,23 @@ class FakeGoogle:
 
     # -- scripting -------------------------------------------------------------------------
 
-    def issue_refresh_token(self) -> str:
+    def issue_refresh_token(self, scope: str = SDM_SCOPE) -> str:
         token = "1//fake-refresh-" + secrets.token_urlsafe(24)
-        self.refresh_tokens.add(token)
+        self.refresh_tokens[token] = scope
         return token
 
-    def issue_code(self, redirect_uri: str, code_challenge: str = "") -> str:
+    def issue_code(self, redirect_uri: str, code_challenge: str = "", scope: str = SDM_SCOPE
+                   ) -> str:
         code = "4/fake-code-" + secrets.token_urlsafe(16)
-        self.codes[code] = Grant(redirect_uri, code_challenge)
+        self.codes[code] = Grant(redirect_uri, code_challenge, scope)
         return code
+
+    def token_scopes(self, authorization: str) -> set[str] | None:
+        """The scopes of a live access token in an Authorization header; None: no such token."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Bearer" or self.access_tokens.get(token, 0) < time.monotonic():
+            return None
+        return set(self.access_scopes.get(token, "").split())
 
     def fail_next(self, endpoint: str, *failures: Any) -> None:
         """Script answers for the next calls of an endpoint ("token", "devices.list", or a
@@ -232,8 +244,9 @@ class FakeGoogle:
         if self.deny_consent:
             answer = {"error": "access_denied", "state": state}
         else:
-            answer = {"code": self.issue_code(redirect_uri, challenge), "state": state,
-                      "scope": query.get("scope", "")}
+            scope = query.get("scope", "")
+            answer = {"code": self.issue_code(redirect_uri, challenge, scope), "state": state,
+                      "scope": scope}
         return RedirectResponse(f"{redirect_uri}?{urlencode(answer)}", status_code=302)
 
     async def _token(self, request: Request) -> Response:
@@ -255,6 +268,7 @@ class FakeGoogle:
                                  "error_description": "The OAuth client was not found."},
                                 status_code=401)
         body: dict[str, Any] = {}
+        scope = self.refresh_tokens.get(str(form.get("refresh_token")), SDM_SCOPE)
         if form.get("grant_type") == "authorization_code":
             grant = self.codes.pop(str(form.get("code")), None)  # a code works once
             if grant is None or grant.redirect_uri != form.get("redirect_uri"):
@@ -264,18 +278,19 @@ class FakeGoogle:
                 return _invalid_grant("Missing code verifier.")
             if grant.code_challenge and pkce_challenge(verifier) != grant.code_challenge:
                 return _invalid_grant("Invalid code verifier.")
-            body["refresh_token"] = self.issue_refresh_token()
+            scope = grant.scope
+            body["refresh_token"] = self.issue_refresh_token(scope)
         elif form.get("grant_type") != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         access = "ya29.fake-" + secrets.token_urlsafe(24)
         self.access_tokens[access] = time.monotonic() + self.token_lifetime
+        self.access_scopes[access] = scope
         body.update(access_token=access, expires_in=self.token_lifetime, token_type="Bearer",
-                    scope="https://www.googleapis.com/auth/sdm.service")
+                    scope=scope)
         return JSONResponse(body)
 
     def _unauthorized(self, request: Request) -> Response | None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme != "Bearer" or self.access_tokens.get(token, 0) < time.monotonic():
+        if self.token_scopes(request.headers.get("authorization", "")) is None:
             return google_error(401, "UNAUTHENTICATED",
                                 "Request had invalid authentication credentials.")
         return None

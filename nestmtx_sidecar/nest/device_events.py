@@ -1,0 +1,330 @@
+"""Device events: per credential, pull its Pub/Sub subscription and put `camera:motion`,
+`camera:person`, `camera:sound` and `camera:chime` on the bus, each SDM event once.
+
+Runs on the Nest lease holder only. Each credential's loop sets up (with gcp_project_id),
+then long-polls: pull, parse, emit, acknowledge. Any failure is logged and the loop goes on
+after an exponential backoff; a pull never follows another without Google's long poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import tenacity
+
+from ..events import Event, EventBus
+from ..modules.credentials import NO_EVENTS_WARNING, pubsub_names
+from ..store import Store, cameras, credentials, utcnow
+from .event_ledger import EventLedger
+from .oauth import TokenKeeper
+from .pubsub import PubSubClient, Received
+from .sdm import SdmAuthError, SdmNotFound
+from .sdm_events import DeviceEvent, MalformedMessage, parse_message
+from .sync import DeviceSync
+
+logger = logging.getLogger(__name__)
+
+REAUTHORIZE = ("Google refused Pub/Sub for this credential ({error}). Re-authorize it "
+               "(`credentials update` with {{origin}}): the new consent includes the Pub/Sub "
+               "scope, which must also be listed on your OAuth consent screen.")
+NO_ACCESS = ("Google refused Pub/Sub for this credential ({error}): the Google account needs "
+             "the Pub/Sub Editor role on {where}.")
+GONE = ("The subscription {subscription} does not exist ({error}); create it again, or give "
+        "gcp_project_id so the sidecar manages it.")
+MIN_EMPTY_PULL = 1.0  # seconds: an empty pull that returns sooner waits out the rest
+LOG_ONCE_MAX = 1000  # distinct "logged once" kinds remembered; beyond that, debug only
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Config:
+    """What a credential's loop pulls; a change restarts it."""
+
+    credential_id: int
+    subscription: str
+    topic: str | None  # set: the sidecar manages topic and subscription in gcp_project_id
+    project: str | None
+
+
+@dataclass
+class _Loop:
+    config: _Config
+    task: asyncio.Task[None] | None = None
+    set_up_at: float | None = None  # monotonic
+    heard: bool = False  # a message arrived since set-up
+    error: str | None = None  # as stored in pubsub_error
+    failing: bool = False  # the last try of its current step failed: it is backing off
+
+
+class DeviceEvents:
+    def __init__(self, store: Store, bus: EventBus, pubsub: PubSubClient, sync: DeviceSync,
+                 keeper: TokenKeeper, max_age: float, retry_initial: float = 1.0,
+                 retry_max: float = 300.0) -> None:
+        self._store = store
+        self._bus = bus
+        self._pubsub = pubsub
+        self._sync = sync
+        self._keeper = keeper
+        self._max_age = max_age
+        self._ledger = EventLedger(store, max_age)
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._loops: dict[int, _Loop] = {}
+        self._logged: set[str] = set()
+        self._adopting = asyncio.Lock()
+        self.active = False  # True on the lease holder only
+
+    # -- which loops run -------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Start, restart or stop loops to match the store (changes made on any replica)."""
+        if not self.active:
+            return
+        async with self._adopting:  # the periodic run and a change's may meet
+            await self._adopt()
+
+    async def _adopt(self) -> None:
+        async with self._store.begin() as conn:
+            rows = (await conn.execute(sa.select(
+                credentials.c.id, credentials.c.dac_project_id, credentials.c.gcp_project_id,
+                credentials.c.pubsub_topic, credentials.c.pubsub_subscription,
+                credentials.c.pubsub_error))).all()
+        wanted = {}
+        for row in rows:
+            topic, subscription = pubsub_names(row)
+            if subscription and self._keeper.is_authenticated(row.id):
+                wanted[row.id] = (_Config(row.id, subscription, topic if row.gcp_project_id
+                                          else None, row.gcp_project_id), row.pubsub_error)
+        for credential_id in set(self._loops) - set(wanted):
+            await self._stop(credential_id)
+        for credential_id, (config, error) in wanted.items():
+            loop = self._loops.get(credential_id)
+            if loop is None or loop.config != config:
+                await self._start(config, error)
+
+    async def on_event(self, event: Event) -> None:
+        """Bus subscriber: a new grant (perhaps with the missing scope) starts a loop, or
+        restarts one that is backing off, at once."""
+        if event.domain == "credentials" and event.event == "authenticated" and event.entity:
+            loop = self._loops.get(event.entity)
+            if loop is not None and loop.failing:
+                async with self._adopting:
+                    await self._stop(event.entity)
+            await self.adopt()
+
+    async def on_credentials_change(self, credential_id: int, change: str) -> None:
+        if change == "deleted":
+            await self._stop(credential_id)
+        else:
+            await self.adopt()
+
+    async def stop_all(self) -> None:
+        for credential_id in list(self._loops):
+            await self._stop(credential_id)
+
+    async def _start(self, config: _Config, error: str | None) -> None:
+        await self._stop(config.credential_id)
+        loop = _Loop(config, error=error)
+        loop.task = asyncio.create_task(self._run(loop))
+        self._loops[config.credential_id] = loop
+
+    async def _stop(self, credential_id: int) -> None:
+        loop = self._loops.pop(credential_id, None)
+        if loop is not None and loop.task is not None:
+            loop.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop.task
+
+    # -- one credential's loop -------------------------------------------------------------
+
+    async def _run(self, loop: _Loop) -> None:
+        if loop.config.topic is not None:
+            await self._retrying(loop, self._set_up)
+        while True:
+            await self._retrying(loop, self._cycle)
+
+    async def _retrying(self, loop: _Loop, step: Callable[[_Loop], Awaitable[T]]) -> T:
+        """Run a step until it succeeds, backing off exponentially (with jitter) between tries;
+        each step that succeeds starts the backoff over."""
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(Exception),
+            # Jitter on top of the doubling, never instead of it: no try follows at once.
+            wait=tenacity.wait_exponential(multiplier=self.retry_initial, max=self.retry_max)
+            + tenacity.wait_random(0, self.retry_initial),
+            before_sleep=functools.partial(self._failed, loop),
+            stop=tenacity.stop_never, reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                result = await step(loop)
+                loop.failing = False
+                return result
+        raise AssertionError("unreachable: tenacity retries forever")
+
+    async def _failed(self, loop: _Loop, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        config = loop.config
+        loop.failing = True
+        message = None
+        if isinstance(error, SdmAuthError) and error.http_status == 403:
+            template = REAUTHORIZE if "scope" in error.message.lower() else NO_ACCESS
+            where = f"project {config.project}" if config.project else config.subscription
+            message = template.format(error=f"{error.http_status} {error.status}: "
+                                      f"{error.message}", where=where)
+        elif isinstance(error, SdmNotFound) and config.topic is None:
+            message = GONE.format(subscription=config.subscription, error=error.message)
+        if message is not None:
+            try:
+                await self._set_error(loop, message)
+            except Exception as exc:  # e.g. the database: the loop must go on regardless
+                logger.warning("device events for credential %d: cannot store its status: %r",
+                               config.credential_id, exc)
+        logger.warning("device events for credential %d: %s; retrying (attempt %d)",
+                       config.credential_id, message or repr(error), state.attempt_number)
+
+    async def _set_up(self, loop: _Loop) -> None:
+        config = loop.config
+        assert config.topic is not None
+        await self._pubsub.set_up(config.credential_id, config.topic, config.subscription)
+        # Google starts publishing to a new subscription after one devices.list.
+        await self._sync.sync(config.credential_id)
+        await self._ready(loop)
+        logger.info("device events for credential %d set up: topic %s, subscription %s. The "
+                    "one step left: enter %s as the Pub/Sub topic in the Device Access "
+                    "Console", config.credential_id, config.topic, config.subscription,
+                    config.topic)
+
+    async def _cycle(self, loop: _Loop) -> None:
+        config = loop.config
+        started = time.monotonic()
+        try:
+            received = await self._pubsub.pull(config.credential_id, config.subscription)
+        except SdmNotFound:
+            if config.topic is None:
+                raise
+            logger.warning("device events for credential %d: subscription %s is gone (Pub/Sub "
+                           "deletes unused ones after 31 days); setting it up again",
+                           config.credential_id, config.subscription)
+            # The whole set-up: the topic (or its grant) may have gone with it.
+            await self._pubsub.set_up(config.credential_id, config.topic, config.subscription)
+            return
+        if loop.set_up_at is None:  # a subscription managed elsewhere: ready once it pulls
+            await self._ready(loop)
+        await self._set_error(loop, None)
+        if not received:
+            self._warn_if_silent(loop)
+            # An empty answer is meant to come after Google's hold; one that comes at once
+            # (a proxy, an outage) must not turn the long poll into a busy loop.
+            await asyncio.sleep(max(0.0, MIN_EMPTY_PULL - (time.monotonic() - started)))
+            return
+        acks = [r.ack_id for r in received if await self._handled(config, r)]
+        await self._heard(loop)
+        await self._pubsub.acknowledge(config.credential_id, config.subscription, acks)
+
+    async def _handled(self, config: _Config, received: Received) -> bool:
+        """True when the message is done with (emitted, a duplicate, stale or unusable)."""
+        try:
+            message = parse_message(received.data)
+        except MalformedMessage as exc:
+            self._once(f"malformed:{exc.kind}", "device events for credential %d: message %s "
+                       "is not an SDM event message (%s); acknowledged and dropped",
+                       config.credential_id, received.message_id, exc)
+            return True
+        try:
+            if message.relation is not None:
+                logger.info("device events for credential %d: relation update %s; syncing "
+                            "devices", config.credential_id, dict(message.relation))
+                self._sync.spawn(config.credential_id)
+            if message.traits is not None:
+                logger.debug("device events for credential %d: %s traits changed: %s",
+                             config.credential_id, message.device, sorted(message.traits))
+            for key in message.unknown_events:
+                self._once(f"unknown:{key}", "device events for credential %d: event type %s "
+                           "is not known here; ignored", config.credential_id, key)
+            for event in message.events:
+                await self._emit(config, event)
+        except Exception:  # e.g. the database: not acknowledged, so Pub/Sub sends it again
+            logger.exception("device events for credential %d: message %s failed; it will "
+                             "come again", config.credential_id, received.message_id)
+            return False
+        return True
+
+    async def _emit(self, config: _Config, event: DeviceEvent) -> None:
+        age = (utcnow() - event.at).total_seconds()
+        if self._max_age and age > self._max_age:
+            logger.info("device events for credential %d: %s event of %s at %s is %.0f s old "
+                        "(NESTMTX_EVENT_MAX_AGE %.0f); not emitted", config.credential_id,
+                        event.kind, event.device, event.timestamp, age, self._max_age)
+            return
+        async with self._store.begin() as conn:
+            camera = (await conn.execute(sa.select(cameras).where(
+                cameras.c.credential_id == config.credential_id,
+                cameras.c.uid == event.device))).first()
+        if camera is None:
+            self._once(f"device:{event.device}", "device events for credential %d: %s is not "
+                       "a known camera (yet); its events are dropped until a device sync "
+                       "finds it", config.credential_id, event.device)
+            return
+        if not await self._ledger.claim(f"{event.kind}:{event.event_id}"):
+            logger.debug("device events: %s event %s already emitted", event.kind,
+                         event.event_id)
+            return
+        await self._bus.publish(Event("camera", event.kind, camera.id, {
+            "name": camera.name, "path": camera.mtx_path, "enabled": camera.is_enabled,
+            "eventId": event.event_id, "eventSessionId": event.session_id,
+            "threadState": event.thread_state, "timestamp": event.timestamp,
+            "image": None, "clip": None,
+        }, event.at))
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def _ready(self, loop: _Loop) -> None:
+        """Set up (or first pulled): the no-events warning counts from the first time."""
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.update().where(
+                credentials.c.id == loop.config.credential_id,
+                credentials.c.pubsub_ready_at.is_(None)).values(
+                    pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at))
+        loop.set_up_at = time.monotonic()
+        await self._set_error(loop, None)
+
+    async def _heard(self, loop: _Loop) -> None:
+        loop.heard = True
+        await self._save(loop.config.credential_id, pubsub_last_event_at=utcnow())
+
+    def _warn_if_silent(self, loop: _Loop) -> None:
+        if loop.heard or loop.set_up_at is None or \
+                time.monotonic() - loop.set_up_at < NO_EVENTS_WARNING.total_seconds():
+            return
+        loop.heard = True  # warned: once per set-up
+        logger.warning("device events for credential %d: no event in the %d minutes since "
+                       "set-up; is %s entered as the Pub/Sub topic in the Device Access "
+                       "Console, with events enabled?", loop.config.credential_id,
+                       NO_EVENTS_WARNING.total_seconds() // 60,
+                       loop.config.topic or f"the topic of {loop.config.subscription}")
+
+    async def _set_error(self, loop: _Loop, message: str | None) -> None:
+        if loop.error != message:
+            loop.error = message
+            await self._save(loop.config.credential_id, pubsub_error=message)
+
+    async def _save(self, credential_id: int, **values: Any) -> None:
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.update().where(credentials.c.id == credential_id)
+                               .values(**values, updated_at=credentials.c.updated_at))
+
+    def _once(self, kind: str, message: str, *args: Any) -> None:
+        """Log a kind of problem once: a stream of broken messages must not flood the log."""
+        if kind in self._logged or len(self._logged) >= LOG_ONCE_MAX:
+            logger.debug(message, *args)
+            return
+        self._logged.add(kind)
+        logger.warning(message, *args)
