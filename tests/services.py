@@ -106,10 +106,25 @@ def postgres_server() -> Iterator[str]:
     )
     try:
         wait_for_port(port, proc=proc)
+        _wait_until_accepting(port, proc)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         _stop(proc, signal.SIGINT)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_until_accepting(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0
+                          ) -> None:
+    """PostgreSQL listens before it accepts: until then it answers "the database system is
+    starting up", so wait for pg_isready's yes, not just for the port."""
+    pg_isready = _postgres_bin("pg_isready")
+    require(pg_isready is not None, "pg_isready", "apt-get install postgresql-client")
+    assert pg_isready
+    deadline = time.monotonic() + timeout
+    while subprocess.run([pg_isready, "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"PostgreSQL on port {port} did not accept connections")
+        time.sleep(0.1)
 
 
 async def create_database(server_url: str, name: str) -> str:
