@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +15,8 @@ from socketio import packet as sio_packet
 
 from nestmtx_sidecar.events import Event
 from tests.conftest import RunningSidecar
-from tests.services import require, require_binary, wait_until
+from tests.process_support import metric, until
+from tests.services import SidecarProcess, require, require_binary, wait_until
 from tests.tcp_proxy import LoopbackProxy, proxy_to
 from tests.test_fanout import fanout_server  # noqa: F401  (fixture: fast and stock paths)
 from tests.test_multinode import JS, JsClients, post_hook
@@ -57,14 +57,19 @@ async def reconnected(js: JsClients, count: int) -> bool:
     return connections(js)[count - 1]
 
 
-async def drop(js: JsClients, proxy: LoopbackProxy, server: RunningSidecar) -> float:
-    """Cut the client's connection; return when both ends know it. The time of the cut."""
+async def drop(js: JsClients, proxy: LoopbackProxy,
+               server: RunningSidecar | SidecarProcess) -> None:
+    """Cut the client's connection; return when both ends know it."""
     drops = sum(ln["type"] == "disconnected" for ln in js.lines)
     proxy.cut()
-    cut_at = time.time()
     await js.wait_for(lambda ln: sum(x["type"] == "disconnected" for x in js.lines) > drops)
-    await wait_until(lambda: server.sidecar.gateway.connected == 0)  # no event to await
-    return cut_at
+
+    async def gone() -> bool:  # another process's state, or one with no event to await
+        if isinstance(server, RunningSidecar):
+            return server.sidecar.gateway.connected == 0
+        return await metric(server, "nestmtx_connected_sockets") == 0
+
+    await until(gone, 10)
 
 
 @pytest.fixture
