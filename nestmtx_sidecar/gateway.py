@@ -62,9 +62,10 @@ class Gateway:
         self._dispatcher = dispatcher
         self._recent_logs = recent_logs
         self._trusted_proxies = trusted_proxies
-        self._log = log or MemoryLog()
+        self._log = MemoryLog() if log is None else log
         self._log.deliver_to(self._deliver)
-        self._sessions = sessions or MemorySessions(self._log.window.seconds)
+        # `is None`: an empty store is falsy.
+        self._sessions = MemorySessions() if sessions is None else sessions
         # Sockets that opted in to recovery: sid -> (pid, where its session began) ...
         self._resumable: dict[str, tuple[str, Offset]] = {}
         # ... and sid -> the offset up to which it has every event (replayed or live).

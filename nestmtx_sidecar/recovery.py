@@ -67,6 +67,8 @@ def wants_recovery(environ: dict[str, Any], auth: Any) -> bool:
 
 
 class Sessions(Protocol):
+    seconds: float  # how long a dropped socket's session is kept
+
     async def save(self, session: Session) -> None: ...
 
     async def take(self, pid: str) -> Session | None: ...
@@ -76,7 +78,7 @@ class MemorySessions:
     """One process: sessions of dropped sockets for `seconds`, at most MAX_SESSIONS."""
 
     def __init__(self, seconds: float = WINDOW_SECONDS, limit: int = MAX_SESSIONS) -> None:
-        self._seconds = seconds
+        self.seconds = seconds
         self._limit = limit
         # Insertion order is expiry order: every session lives the same time.
         self._sessions: collections.OrderedDict[str, tuple[Session, float]] = (
@@ -88,7 +90,7 @@ class MemorySessions:
     async def save(self, session: Session) -> None:
         now = time.monotonic()
         self._sessions.pop(session.pid, None)
-        self._sessions[session.pid] = (session, now + self._seconds)
+        self._sessions[session.pid] = (session, now + self.seconds)
         while self._sessions and (len(self._sessions) > self._limit
                                   or next(iter(self._sessions.values()))[1] <= now):
             self._sessions.popitem(last=False)
@@ -105,12 +107,12 @@ class RedisSessions:
 
     def __init__(self, redis: Any, seconds: float = WINDOW_SECONDS) -> None:
         self._redis = redis
-        self._seconds = max(1, round(seconds))
+        self.seconds = seconds
 
     async def save(self, session: Session) -> None:
         try:
             await self._redis.set(SESSION_KEY + session.pid, session.to_json(),
-                                  ex=self._seconds)
+                                  ex=max(1, round(self.seconds)))
         except Exception as exc:  # the socket is gone either way; it reconnects as new
             logger.warning("cannot keep the recovery session in Redis: %s", exc)
 
