@@ -215,12 +215,6 @@ class FastManager(socketio.AsyncManager):
             raise ValueError("binary data cannot take the local fan-out")
         await self._deliver(cast(list[str], packets), namespace, _targets(emits), None, tagged)
 
-    def tag(self, emits: Sequence[tuple[str, Any, list[str]]], offset: Offset, key: str,
-            sockets: Mapping[str, Offset], namespace: str = "/") -> Tagged:
-        """The variant of `emits` carrying `key` (the offset) as their last argument."""
-        return Tagged(offset, sockets, lambda: [
-            self._tagged_packet(event, data, key, namespace) for event, data, _ in emits])
-
     def send_now(self, sid: str, packets: Sequence[tuple[str, Any, str]],
                  namespace: str = "/") -> None:
         """(event, data, offset) packets to one socket at once, ahead of any later delivery."""
@@ -264,7 +258,8 @@ class FastManager(socketio.AsyncManager):
                 if tagged.sockets[sid] >= tagged.offset:
                     continue  # it had this one in its replay
                 if len(variants) == 1:
-                    variants.append(tagged.packets())
+                    variants.append([self._tagged_packet(event, data, tagged.key, namespace)
+                                     for event, data, _ in tagged.emits])
                 kind = 1
             socket = self._open_socket(eio_sid)
             if socket is None:
@@ -340,11 +335,12 @@ def _targets(emits: Sequence[tuple[str, Any, list[str]]]) -> dict[str, tuple[int
 @dataclass(frozen=True, slots=True)
 class Tagged:
     """For sockets that resume (connection state recovery): the same emits with the event's
-    offset as last argument, built only if one of them is a recipient."""
+    offset as last argument, encoded only if one of those sockets is a recipient."""
 
+    emits: Sequence[tuple[str, Any, list[str]]]
     offset: Offset
+    key: str  # the offset as the client sees it
     sockets: Mapping[str, Offset]  # sid -> the offset up to which it already has every event
-    packets: Callable[[], list[Any]]
 
 
 def fast_manager_class(base: type[socketio.AsyncManager]) -> type[socketio.AsyncManager]:
@@ -352,6 +348,18 @@ def fast_manager_class(base: type[socketio.AsyncManager]) -> type[socketio.Async
     if base is socketio.AsyncManager:
         return FastManager
     return type(f"Fast{base.__name__}", (base, FastManager), {})
+
+
+async def emit_logged(sio: socketio.AsyncServer, emits: Sequence[tuple[str, Any, list[str]]],
+                      tagged: Tagged | None, namespace: str = "/") -> None:
+    """Emits the event log brings to every node: to this node's sockets only."""
+    if isinstance(sio.manager, FastManager):
+        await sio.manager.deliver_local(emits, tagged, namespace)
+        return
+    # python-socketio's own single-node manager (bench/serve_variant.py's baselines): no
+    # socket resumes there (the gateway offers recovery with FastManager only).
+    for event, data, rooms in emits:
+        await sio.emit(event, data, to=rooms, namespace=namespace)
 
 
 async def emit_in_order(sio: socketio.AsyncServer, emits: Sequence[tuple[str, Any, list[str]]],

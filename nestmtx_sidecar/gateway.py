@@ -16,7 +16,7 @@ from .dispatch import Dispatcher
 from .errors import Invalid, Unauthorized
 from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
 from .events import Event
-from .fanout import FastManager, emit_in_order
+from .fanout import FastManager, Tagged, emit_in_order, emit_logged
 from .modules import Caller
 from .modules.auth import Auth
 from .recovery import MemorySessions, RecoveringServer, Session, Sessions, wants_recovery
@@ -70,10 +70,10 @@ class Gateway:
         self._resumable: dict[str, tuple[str, Offset]] = {}
         # ... and sid -> the offset up to which it has every event (replayed or live).
         self._through: dict[str, Offset] = {}
-        self._manager = client_manager or FastManager()
         self.sio = RecoveringServer(
             lambda sid: self._resumable[sid][0] if sid in self._resumable else None,
-            async_mode="asgi", cors_allowed_origins="*", client_manager=self._manager,
+            async_mode="asgi", cors_allowed_origins="*",
+            client_manager=FastManager() if client_manager is None else client_manager,
             logger=False, engineio_logger=False,
         )
         self._callers: dict[str, Caller] = {}  # sockets whose token is valid, and only those
@@ -103,9 +103,8 @@ class Gateway:
         """One logged event out under its three topics, to this replica's sockets."""
         emits = [(topic, entry.payload, [EVERYTHING, TOPIC_ROOM + topic])
                  for topic in entry.topics]
-        tagged = (self._manager.tag(emits, entry.offset, entry.key, self._through)
-                  if self._through else None)
-        await self._manager.deliver_local(emits, tagged)
+        tagged = Tagged(emits, entry.offset, entry.key, self._through) if self._through else None
+        await emit_logged(self.sio, emits, tagged)
 
     async def send_logs(self, entries: list[dict[str, Any]]) -> None:
         await emit_in_order(self.sio, [("log", entry, [EVERYTHING, TOPIC_ROOM + "log"])
@@ -123,7 +122,8 @@ class Gateway:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         revoked: set[int] = set()
         self._connecting.append(revoked)
-        recovery = wants_recovery(environ, auth)
+        # Replay needs FastManager; python-socketio's own managers (bench baselines) cannot.
+        recovery = wants_recovery(environ, auth) and isinstance(self.sio.manager, FastManager)
         try:
             try:
                 caller = await self._auth.authenticate(token_from_handshake(environ, auth))
@@ -178,7 +178,9 @@ class Gateway:
         missed = self._log.window.after(since)
         if missed is None:
             return None  # some of it is no longer kept: the client starts afresh
-        self._manager.send_now(sid, [
+        manager = self.sio.manager
+        assert isinstance(manager, FastManager)  # recovery is offered with it only
+        manager.send_now(sid, [
             (topic, entry.payload, entry.key) for entry in missed for topic in entry.topics
             if session.topics is None or topic in session.topics])
         self._resumable[sid] = (session.pid, session.start)
