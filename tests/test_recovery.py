@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import socketio
 import websockets
 from socketio import packet as sio_packet
 
@@ -275,3 +276,60 @@ async def test_a_malformed_offset_connects_as_new(server: RunningSidecar, token:
         server, {"token": token, "recovery": True, "pid": pid, "offset": offset})
     assert connect.startswith("40") and json.loads(connect[2:])["pid"] != pid
     await again.close()
+
+
+# -- python-socketio as a recovering client, as docs/api.md shows it ------------------------
+
+
+class ResumingClient(socketio.AsyncClient):  # type: ignore[misc]
+    """docs/api.md's python-socketio client: keeps the pid and the last offset it saw."""
+
+    def __init__(self, token: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pid: str | None = None
+        self.offset: str | None = None
+        self.recovered = False
+        self._token = token
+
+    def auth(self) -> dict[str, Any]:
+        """Called at every (re)connection: the token, and the session to resume if any."""
+        resume = {"pid": self.pid, "offset": self.offset} if self.pid and self.offset else {}
+        return {"token": self._token, "recovery": True, **resume}
+
+    async def _handle_connect(self, namespace: str, data: Any) -> None:
+        pid = (data or {}).get("pid")
+        self.recovered = pid is not None and pid == self.pid
+        self.pid = pid
+        await super()._handle_connect(namespace, data)
+
+
+async def test_a_python_socketio_client_recovers_as_documented(
+        server: RunningSidecar, proxy: LoopbackProxy, token: str) -> None:
+    client = ResumingClient(token, reconnection_delay=0.1, reconnection_delay_max=0.2)
+    paths: list[str] = []
+    connects: asyncio.Queue[bool] = asyncio.Queue()
+    arrived: asyncio.Queue[str] = asyncio.Queue()
+
+    @client.on("camera:ready")
+    async def on_ready(event: dict[str, Any], offset: str) -> None:
+        client.offset = offset
+        paths.append(event["details"]["path"])
+        arrived.put_nowait(event["details"]["path"])
+
+    client.on("connect", lambda: connects.put_nowait(client.recovered))
+    await client.connect(proxy.url, auth=client.auth, transports=["websocket"])
+    try:
+        assert await asyncio.wait_for(connects.get(), 10) is False
+        await post_hook(server, "ready", "cam0")
+        assert await asyncio.wait_for(arrived.get(), 10) == "cam0"
+        proxy.cut()
+        await wait_until(lambda: server.sidecar.gateway.connected == 0)
+        await post_hook(server, "ready", "cam1")
+        proxy.resume()
+        assert await asyncio.wait_for(connects.get(), 20) is True
+        await post_hook(server, "ready", "cam2")
+        while await asyncio.wait_for(arrived.get(), 10) != "cam2":
+            pass
+    finally:
+        await client.disconnect()
+    assert paths == ["cam0", "cam1", "cam2"]
