@@ -15,6 +15,10 @@ managers, and changes only how an already-encoded packet reaches each local sock
 - `emit_each` takes several emits (an event's three topics, a burst of log lines) in one
   pass: each socket is checked once and gets the frames meant for it as one piece;
 - deliveries run one at a time, so every socket sees the same order even when one yields.
+- `deliver_local` takes events from the event log, which reaches every node by itself:
+  sockets resuming missed events (connection state recovery) get a second variant of the
+  frames, with the event's offset as last argument, built only when one of them is a
+  recipient; every other socket gets the very frames it would get without recovery.
 
 Every socket has a bound: a client whose queue or write buffer passes it is disconnected
 and counted instead of growing memory without limit. The fast path is tied to the engine.io

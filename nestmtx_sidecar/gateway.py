@@ -1,4 +1,9 @@
-"""Socket.IO door: token-checked connections, `request` dispatch, events and logs out."""
+"""Socket.IO door: token-checked connections, `request` dispatch, events and logs out.
+
+Events go out through the event log (event_log.py), which numbers them; sockets that opt
+in to connection state recovery (recovery.py) get the numbers, and what they missed when
+they come back.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,17 @@ from .dispatch import Dispatcher
 from .errors import Invalid, Unauthorized
 from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
 from .events import Event
-from .fanout import FastManager, Tagged, emit_in_order, emit_logged
+from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged, emit_in_order, emit_logged
 from .modules import Caller
 from .modules.auth import Auth
-from .recovery import MemorySessions, RecoveringServer, Session, Sessions, wants_recovery
+from .recovery import (
+    MAX_PID_LENGTH,
+    MemorySessions,
+    RecoveringServer,
+    Session,
+    Sessions,
+    wants_recovery,
+)
 from .security import new_token
 from .store import utcnow
 
@@ -32,6 +44,8 @@ MAX_TOPIC_LENGTH = 200
 TOKEN_SWEEP_SECONDS = 10.0
 DROP_GRACE_SECONDS = 0.5  # a socket that revoked its own token gets its answer this long
 NAMESPACE = "/"
+# Missed frames a resuming socket may be sent: what fits its queue (the CONNECT reply too).
+MAX_REPLAY = MAX_QUEUED_PACKETS - 1
 _REVOKED = Unauthorized("This socket's token was revoked or has expired")
 
 # The socket and request running in this task, so a revocation knows its own cause.
@@ -162,7 +176,7 @@ class Gateway:
 
     async def _take_session(self, auth: Any) -> Session | None:
         pid = auth.get("pid") if isinstance(auth, dict) else None
-        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_TOPIC_LENGTH:
+        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH:
             return None
         return await self._sessions.take(pid)
 
@@ -178,11 +192,13 @@ class Gateway:
         missed = self._log.window.after(since)
         if missed is None:
             return None  # some of it is no longer kept: the client starts afresh
+        frames = [(topic, entry.payload, entry.key) for entry in missed
+                  for topic in entry.topics if session.topics is None or topic in session.topics]
+        if len(frames) > MAX_REPLAY:
+            return None  # more than a socket may have waiting: it starts afresh instead
         manager = self.sio.manager
         assert isinstance(manager, FastManager)  # recovery is offered with it only
-        manager.send_now(sid, [
-            (topic, entry.payload, entry.key) for entry in missed for topic in entry.topics
-            if session.topics is None or topic in session.topics])
+        manager.send_now(sid, frames)
         self._resumable[sid] = (session.pid, session.start)
         # Its client may have seen events this replica has not read from Redis yet.
         self._through[sid] = max(self._log.window.last, since)

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SESSIONS = 10_000  # dropped sockets remembered at once (in memory), oldest out first
 SESSION_KEY = "nestmtx:recovery:"  # + pid, in Redis
+MAX_PID_LENGTH = 64  # ours are 43 characters; anything much longer is not one
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import socketio
 import websockets
 from socketio import packet as sio_packet
 
+from nestmtx_sidecar import gateway
 from nestmtx_sidecar.events import Event
 from tests.conftest import RunningSidecar
 from tests.process_support import metric, until
@@ -175,6 +176,21 @@ async def test_a_client_back_after_the_window_starts_afresh(
     await post_hook(server, "ready", "cam2")
     await got(js, "cam2")
     assert [path for path, *_ in received(js, "camera:ready")] == ["cam0", "cam2"]
+
+
+async def test_more_missed_than_a_socket_may_have_waiting_starts_afresh(
+        server: RunningSidecar, proxy: LoopbackProxy, js: JsClients,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bound is its queue (1000 frames); shortened here to 6 frames, two events.
+    monkeypatch.setattr(gateway, "MAX_REPLAY", 6)
+    await drop(js, proxy, server)
+    for n in range(3):  # nine frames: three events under their three names
+        await post_hook(server, "ready", f"cam{n}")
+    proxy.resume()
+    assert await reconnected(js, 2) is False
+    await post_hook(server, "ready", "live")
+    await got(js, "live")
+    assert [path for path, *_ in received(js, "camera:ready")] == ["live"]
 
 
 async def test_topic_subscriptions_come_back_with_the_session(
