@@ -95,11 +95,12 @@ class Window:
         self._trim()
 
     def load(self, entries: list[Entry]) -> None:
-        """Entries read back at start: the window is whole from the oldest of them on."""
-        for entry in entries:
-            self.add(entry)
+        """Entries read back at start, oldest first: the window is whole from the oldest of
+        them on (and from wherever trimming them leaves it)."""
         if entries:
             self.floor = min(self.floor, entries[0].offset)
+        for entry in entries:
+            self.add(entry)
 
     def after(self, offset: Offset) -> list[Entry] | None:
         """Every entry after `offset`, oldest first; None when some of them are gone."""
