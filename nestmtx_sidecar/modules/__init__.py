@@ -5,15 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequest, Invalid, field_error
-from ..listing import encodable
+from ..listing import page_schema
+from ..schema import Body
 
 COMMANDS = ("list", "create", "read", "update", "delete")
 MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
 _DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() also accepts "²"
+ID_SCHEMA: Mapping[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,25 @@ class Caller:
     expires_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class Contract:
+    """What a module's commands take and answer; the API document is generated from it."""
+
+    # The request body of each command (several: the payload is exactly one of them); the
+    # commands validate their payloads with these same declarations.
+    bodies: Mapping[str, tuple[Body, ...]] = field(default_factory=dict)
+    replies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # JSON Schemas
+    failures: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # beyond the usual
+    sortable: frozenset[str] | None = None  # list takes the list payload, sorted by these
+    entity: Mapping[str, Any] = field(default_factory=lambda: ID_SCHEMA)  # the id's schema
+
+
 class Module:
     """A NestMTX module; a command it does not define answers with a clear error."""
 
     name = ""
     public_commands: frozenset[str] = frozenset()
+    contract: Contract = Contract()
 
     def supports(self, command: str) -> bool:
         return callable(getattr(self, command, None))
@@ -59,43 +75,6 @@ def entity_id(entity: Any) -> int:
     raise Invalid("entity must be a positive integer id", [field_error("entity", "invalid id")])
 
 
-def require_mapping(payload: Any) -> Mapping[str, Any]:
-    if not isinstance(payload, Mapping):
-        raise Invalid("payload must be an object", [field_error("payload", "not an object")])
-    return payload
-
-
-def reject_unknown(payload: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(str(key) for key in payload if key not in allowed)
-    if unknown:
-        raise Invalid(
-            f"Unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
-            [field_error(key, "unknown field") for key in unknown],
-        )
-
-
-def string_field(payload: Mapping[str, Any], key: str, *, required: bool, max_length: int = 255,
-                 min_length: int = 1) -> str | None:
-    value = payload.get(key)
-    if value is None:
-        if required:
-            raise Invalid(f"{key} is required", [field_error(key, "required")])
-        return None
-    if not isinstance(value, str):
-        raise Invalid(f"{key} must be a string", [field_error(key, "must be a string")])
-    if not min_length <= len(value) <= max_length:
-        raise Invalid(f"{key} must be {min_length} to {max_length} characters long",
-                      [field_error(key, "bad length")])
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in value) or not encodable(value):
-        raise Invalid(f"{key} must not contain control characters or lone surrogates",
-                      [field_error(key, "control characters")])
-    return value
-
-
-def bool_field(payload: Mapping[str, Any], key: str) -> bool | None:
-    value = payload.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise Invalid(f"{key} must be true or false", [field_error(key, "must be a boolean")])
-    return value
+def entity_replies(item: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The replies of a module of entities: a page of them for list, one for the rest."""
+    return {"list": page_schema(item), **dict.fromkeys(COMMANDS[1:], item)}

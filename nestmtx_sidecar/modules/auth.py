@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from ..errors import Invalid, Unauthorized, field_error
 from ..events import isoformat
+from ..schema import DATE_TIME, Body, Field, record
 from ..security import new_token, token_digest, verify_password
 from ..store import Store, access_tokens, as_utc, users, utcnow
-from . import Caller, Module, reject_unknown, require_mapping, string_field
+from . import ID_SCHEMA, Caller, Contract, Module
 
 RevocationListener = Callable[[list[int]], None]
 
@@ -24,6 +25,14 @@ _DUMMY_HASH = ("scrypt$32768$8$1$AP66ydwu7AyLwjqhPd_Vig$"
                "rL-MUoO2ZlXCPNjRKvZkrIoYWl1C1tjrtbFxD8zZqLY")
 
 
+_LOGIN = Body((Field("username", "string", required=True, max_length=150),
+                Field("password", "string", required=True, max_length=1024)))
+_USER = record({"id": ID_SCHEMA, "username": {"type": "string"}, "can_login": {"type": "boolean"}})
+_SESSION = record({"bearer": {"type": "string", "description": "Send as `Authorization: Bearer`."},
+                   "expiration": DATE_TIME, "user": _USER}, "A new session.")
+CURRENT = "current"
+
+
 def user_summary(row: Any) -> dict[str, Any]:
     return {"id": row.id, "username": row.username, "can_login": row.can_login}
 
@@ -31,6 +40,12 @@ def user_summary(row: Any) -> dict[str, Any]:
 class Auth(Module):
     name = "auth"
     public_commands = frozenset({"create"})
+    contract = Contract(
+        bodies={"create": (_LOGIN,)},
+        replies={"create": _SESSION, "delete": record({"revoked": {"const": True}})},
+        failures={"create": {401: "Wrong username or password, or the user may not log in."}},
+        entity={"const": CURRENT},
+    )
 
     def __init__(self, store: Store, token_ttl: int) -> None:
         self._store = store
@@ -42,11 +57,12 @@ class Auth(Module):
         self._listeners.append(listener)
 
     async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
-        """Log in: `{username, password}` -> `{bearer, expiration, user}`."""
-        payload = require_mapping(payload)
-        reject_unknown(payload, {"username", "password"})
-        username = string_field(payload, "username", required=True, max_length=150)
-        password = string_field(payload, "password", required=True, max_length=1024)
+        """Log in: `{username, password}` -> `{bearer, expiration, user}`.
+
+        The bearer is opaque and expires after the configured token TTL.
+        """
+        fields = _LOGIN.parse(payload)
+        username, password = fields["username"], fields["password"]
         async with self._store.begin() as conn:
             row = (await conn.execute(
                 sa.select(users).where(users.c.username == username)
@@ -68,7 +84,7 @@ class Auth(Module):
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
         """Log out: `entity` must be `current`; the calling token stops working everywhere."""
-        if entity != "current":
+        if entity != CURRENT:
             raise Invalid("auth delete takes the entity 'current'",
                           [field_error("entity", "must be 'current'")])
         if caller is None:

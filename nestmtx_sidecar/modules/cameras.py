@@ -14,12 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict, Invalid, NotFound, field_error
 from ..events import isoformat
 from ..listing import ListQuery
+from ..schema import DATE_TIME, Body, Field, nullable, record
 from ..store import Store, cameras, list_page
-from . import Caller, Module, bool_field, entity_id, reject_unknown, require_mapping
+from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 
 # MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
 _MTX_PATH = re.compile(r"^[0-9A-Za-z_\-/.~:]+$")
-_UPDATABLE = {"mtx_path", "is_enabled", "is_persistent"}
 _SORTABLE = {key: cameras.c[key] for key in (
     "id", "uid", "name", "room", "mtx_path", "is_enabled", "is_persistent", "created_at",
     "updated_at")}
@@ -61,6 +61,32 @@ def validate_mtx_path(value: Any) -> str | None:
     return value
 
 
+_UPDATE = Body((
+    Field("mtx_path", "string", nullable=True, check=validate_mtx_path,
+          description="The MediaMTX path that serves the camera: MediaMTX's path characters "
+          "(A-Z a-z 0-9 _ - / . ~ :), not starting with / or ~, not ending with /; unique. "
+          "null or an empty string clears it.",
+          schema_extra={"maxLength": 255,
+                        "pattern": r"^$|^[0-9A-Za-z_.:-]([0-9A-Za-z_\-/.~:]*[0-9A-Za-z_.~:-])?$"}),
+    Field("is_enabled", "boolean",
+          description="Whether MediaMTX may stream the camera; needs an mtx_path."),
+    Field("is_persistent", "boolean",
+          description="Whether the stream runs always, not only while someone watches."),
+))
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+ITEM = record({
+    "id": ID_SCHEMA, "credential_id": ID_SCHEMA,
+    "uid": {"type": "string", "description": "The SDM device name."},
+    "name": {"type": "string"}, "room": {"type": "string"}, "type": {"type": "string"},
+    "protocols": {**_STRINGS, "description": "RTSP and/or WEB_RTC."},
+    "resolution": nullable({"type": "object", "description": "maxVideoResolution from SDM."}),
+    "video_codecs": _STRINGS, "audio_codecs": _STRINGS, "mtx_path": nullable({"type": "string"}),
+    "is_enabled": {"type": "boolean"}, "is_persistent": {"type": "boolean"},
+    "is_missing": {"type": "boolean", "description": "Gone from the last device sync."},
+    "created_at": DATE_TIME, "updated_at": DATE_TIME,
+}, "A Nest camera found by device sync, and the MediaMTX path that serves it.")
+
+
 def _item(row: Any) -> dict[str, Any]:
     info = dict(row.info or {})
     return {
@@ -82,6 +108,12 @@ def camera_ref(row: Any) -> CameraRef:
 
 class Cameras(Module):
     name = "cameras"
+    contract = Contract(
+        bodies={"update": (_UPDATE,)},
+        replies=entity_replies(ITEM),
+        failures={"update": {409: "The mtx_path is already in use."}},
+        sortable=frozenset(_SORTABLE),
+    )
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -93,25 +125,20 @@ class Cameras(Module):
         self._listeners.append(listener)
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """List cameras."""
         query = ListQuery.parse(payload, _SORTABLE)
         searchable = [cameras.c.name, cameras.c.room, cameras.c.uid, cameras.c.mtx_path]
         async with self._store.begin() as conn:
             return await list_page(conn, query, sa.select(cameras), searchable, _SORTABLE, _item)
 
     async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        """Read a camera."""
         return _item(await self._row(entity_id(entity)))
 
     async def update(self, caller: Caller | None, entity: Any, payload: Any) -> dict[str, Any]:
+        """Set a camera's MediaMTX path, enable it, or make it persistent."""
         camera_id = entity_id(entity)
-        payload = require_mapping(payload)
-        reject_unknown(payload, _UPDATABLE)
-        values: dict[str, Any] = {}
-        if "mtx_path" in payload:
-            values["mtx_path"] = validate_mtx_path(payload["mtx_path"])
-        for key in ("is_enabled", "is_persistent"):
-            flag = bool_field(payload, key)
-            if flag is not None:
-                values[key] = flag
+        values = _UPDATE.parse(payload)
         before = await self._row(camera_id)
         # Checked on the resulting state: clearing the path of an enabled camera is refused too.
         if values.get("is_enabled", before.is_enabled) and \

@@ -16,17 +16,15 @@ import sqlalchemy as sa
 from ..errors import Invalid, NotFound, field_error
 from ..events import isoformat
 from ..listing import ListQuery
+from ..schema import DATE_TIME, Body, Field, nullable, record
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, credentials, list_page, utcnow
-from . import Caller, Module, entity_id, reject_unknown, require_mapping, string_field
+from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 
 SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
 CALLBACK_PATH = "/api/oauth2/callback"
 STATE_LIFETIME = dt.timedelta(minutes=10)
 
-_CREATE_FIELDS = {"description", "oauth_client_id", "oauth_client_secret", "dac_project_id",
-                  "refresh_token"}
-_UPDATE_FIELDS = _CREATE_FIELDS | {"origin"}
 _SORTABLE = {key: credentials.c[key] for key in (
     "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
 
@@ -51,6 +49,29 @@ def _pkce_challenge(verifier: str) -> str:
     """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+_CREATE = Body((
+    Field("description", "string", required=True, description="A name to tell it apart."),
+    Field("oauth_client_id", "string", required=True,
+          description="The Google Cloud OAuth client ID."),
+    Field("dac_project_id", "string", required=True,
+          description="The Device Access project ID."),
+    Field("oauth_client_secret", "string", required=True, max_length=1024,
+          description="The OAuth client secret; stored encrypted, never returned."),
+    Field("refresh_token", "string", max_length=2048,
+          description="A refresh token obtained elsewhere; stored encrypted, never returned."),
+))
+_UPDATE = _CREATE.optional()
+_OPTIONAL_DATE_TIME = nullable(DATE_TIME)
+ITEM = record({
+    "id": ID_SCHEMA, "description": {"type": "string"}, "oauth_client_id": {"type": "string"},
+    "dac_project_id": {"type": "string"}, "has_refresh_token": {"type": "boolean"},
+    "authenticated": {"type": "boolean",
+                      "description": "Google accepted the last token refresh."},
+    "authenticated_at": _OPTIONAL_DATE_TIME, "token_expiry": _OPTIONAL_DATE_TIME,
+    "auth_error": nullable({"type": "string"}), "created_at": DATE_TIME, "updated_at": DATE_TIME,
+}, "A Google OAuth client and Device Access project; its secrets are never shown.")
 
 
 def _item(row: Any) -> dict[str, Any]:
@@ -90,8 +111,21 @@ def _origin(value: Any) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+_ORIGIN = Field("origin", "string", required=True, check=_origin,
+                description="The sidecar's origin as the browser sees it; Google redirects to "
+                f"`<origin>{CALLBACK_PATH}` after consent.",
+                schema_extra={"format": "uri", "examples": ["https://sidecar.example:2000"]})
+_AUTHORIZE = Body((_ORIGIN,), "Start Google's consent flow: the reply is the consent URL to open.")
+_CONSENT_URL = {"type": "string", "format": "uri", "description": "Google's consent page."}
+
+
 class Credentials(Module):
     name = "credentials"
+    contract = Contract(
+        bodies={"create": (_CREATE,), "update": (_UPDATE, _AUTHORIZE)},
+        replies={**entity_replies(ITEM), "update": {"oneOf": [ITEM, _CONSENT_URL]}},
+        sortable=frozenset(_SORTABLE),
+    )
 
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor, consent_base: str,
                  clock: Callable[[], dt.datetime] = utcnow) -> None:
@@ -106,6 +140,7 @@ class Credentials(Module):
         self._listeners.append(listener)
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """List credentials."""
         query = ListQuery.parse(payload, _SORTABLE)
         searchable = [credentials.c.description, credentials.c.oauth_client_id,
                       credentials.c.dac_project_id]
@@ -114,9 +149,11 @@ class Credentials(Module):
                                    _item)
 
     async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
-        payload = require_mapping(payload)
-        reject_unknown(payload, _CREATE_FIELDS)
-        values = self._values(payload, required=True)
+        """Add credentials.
+
+        Then authorize them with `{origin}` (update), or give a `refresh_token` here.
+        """
+        values = self._values(_CREATE.parse(payload), required=True)
         async with self._store.begin() as conn:
             credential_id = (await conn.execute(
                 credentials.insert().values(values)
@@ -125,20 +162,25 @@ class Credentials(Module):
         return await self.read(caller, credential_id)
 
     async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        """Read credentials."""
         return _item(await self.row(entity_id(entity)))
 
     async def update(self, caller: Caller | None, entity: Any, payload: Any) -> Any:
-        """Change fields, or with `{origin}` start Google's consent flow and return its URL."""
+        """Change fields, or with `{origin}` start Google's consent flow and return its URL.
+
+        `{origin}` comes alone; the reply is then the consent URL (a string) to open in the
+        browser, which Google sends back to `<origin>/api/oauth2/callback`.
+        """
         credential_id = entity_id(entity)
-        payload = require_mapping(payload)
-        reject_unknown(payload, _UPDATE_FIELDS)
+        payload = Body.shape(payload, _UPDATE.names | _AUTHORIZE.names)
         row = await self.row(credential_id)
         if "origin" in payload:
             if len(payload) > 1:
                 raise Invalid("origin cannot be combined with other fields",
                               [field_error("origin", "must be alone")])
-            return await self._begin_consent(row, _origin(payload["origin"]) + CALLBACK_PATH)
-        values = self._values(payload, required=False)
+            return await self._begin_consent(
+                row, _ORIGIN.validate(payload["origin"]) + CALLBACK_PATH)
+        values = self._values(_UPDATE.values(payload), required=False)
         if values:
             async with self._store.begin() as conn:
                 await conn.execute(
@@ -189,6 +231,7 @@ class Credentials(Module):
         return Consent(row.id, row.oauth_redirect_uri, verifier)
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        """Delete credentials and their cameras; returns them as they were."""
         credential_id = entity_id(entity)
         item = _item(await self.row(credential_id))
         await self._notify(credential_id, "deleted")  # streams stop before their cameras go
@@ -205,17 +248,15 @@ class Credentials(Module):
             raise NotFound(f"No credentials with id {credential_id}")
         return row
 
-    def _values(self, payload: Any, *, required: bool) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for key in ("description", "oauth_client_id", "dac_project_id"):
-            value = string_field(payload, key, required=required)
-            if value is not None:
-                values[key] = value
-        secret = string_field(payload, "oauth_client_secret", required=required, max_length=1024)
+    def _values(self, fields: dict[str, Any], *, required: bool) -> dict[str, Any]:
+        """Validated fields -> columns: secrets encrypted (and redacted from logs)."""
+        values = {key: fields[key] for key in ("description", "oauth_client_id",
+                                               "dac_project_id") if key in fields}
+        secret = fields.get("oauth_client_secret")
         if secret is not None:
             self._redactor.add(secret)
             values["oauth_client_secret"] = self._box.encrypt(secret)
-        refresh_token = string_field(payload, "refresh_token", required=False, max_length=2048)
+        refresh_token = fields.get("refresh_token")
         if refresh_token is not None:
             self._redactor.add(refresh_token)
             # A new grant: its first successful refresh is `authenticated`, not `reauthenticated`.

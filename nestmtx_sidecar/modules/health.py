@@ -6,20 +6,29 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import Caller, Module
+from ..schema import record
+from . import Caller, Contract, Module
 
 Check = Callable[[], Awaitable[None]]
+REPLY = record({
+    "status": {"enum": ["ok", "degraded"]},
+    "checks": {"type": "object", "additionalProperties": {"type": "string"},
+               "description": "Each dependency's check: `ok` or `error: <type>`."},
+    "uptime": {"type": "number", "minimum": 0, "description": "Seconds since start."},
+}, "Whether the sidecar can reach what it depends on.")
 
 
 class Health(Module):
     name = "health"
     public_commands = frozenset({"list"})
+    contract = Contract(replies={"list": REPLY})
 
     def __init__(self, checks: dict[str, Check]) -> None:
         self._checks = checks
         self._started = time.monotonic()
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """Check the database (and Redis, when configured)."""
         results = {}
         for name, check in self._checks.items():
             try:

@@ -11,23 +11,24 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict, Forbidden, NotFound
 from ..events import isoformat
 from ..listing import ListQuery
+from ..schema import DATE_TIME, Body, Field, record
 from ..security import hash_password
 from ..store import Store, access_tokens, list_page, users
-from . import (
-    Caller,
-    Module,
-    bool_field,
-    entity_id,
-    reject_unknown,
-    require_mapping,
-    string_field,
-)
+from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 from .auth import Auth
 
 MIN_PASSWORD = 8
-_FIELDS = {"username", "password", "can_login"}
+_CREATE = Body((
+    Field("username", "string", required=True, max_length=150,
+          description="The name to log in with; unique."),
+    Field("password", "string", required=True, min_length=MIN_PASSWORD, max_length=1024),
+    Field("can_login", "boolean", description="Whether the user may log in (default true)."),
+))
+_UPDATE = _CREATE.optional()
 _SORTABLE = {"id": users.c.id, "username": users.c.username, "can_login": users.c.can_login,
              "created_at": users.c.created_at, "updated_at": users.c.updated_at}
+ITEM = record({"id": ID_SCHEMA, "username": {"type": "string"}, "can_login": {"type": "boolean"},
+               "created_at": DATE_TIME, "updated_at": DATE_TIME}, "A user who may log in.")
 
 
 def _item(row: Any) -> dict[str, Any]:
@@ -41,35 +42,46 @@ _PUBLIC = sa.select(users.c.id, users.c.username, users.c.can_login, users.c.cre
 
 class Users(Module):
     name = "users"
+    contract = Contract(
+        bodies={"create": (_CREATE,), "update": (_UPDATE,)},
+        replies=entity_replies(ITEM),
+        failures={"create": {409: "A user with that username exists."},
+                  "update": {403: "You cannot take away your own log-in.",
+                             409: "A user with that username exists."},
+                  "delete": {403: "You cannot delete yourself or the last user."}},
+        sortable=frozenset(_SORTABLE),
+    )
 
     def __init__(self, store: Store, auth: Auth) -> None:
         self._store = store
         self._auth = auth
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """List users."""
         query = ListQuery.parse(payload, _SORTABLE)
         async with self._store.begin() as conn:
             return await list_page(conn, query, _PUBLIC, [users.c.username], _SORTABLE, _item)
 
     async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
-        payload = require_mapping(payload)
-        reject_unknown(payload, _FIELDS)
-        username = string_field(payload, "username", required=True, max_length=150)
-        password = string_field(payload, "password", required=True, max_length=1024,
-                                min_length=MIN_PASSWORD)
-        can_login = bool_field(payload, "can_login")
-        password_hash = await asyncio.to_thread(hash_password, password or "")
+        """Add a user.
+
+        Passwords are at least 8 characters; `can_login` defaults to true.
+        """
+        fields = _CREATE.parse(payload)
+        username = fields["username"]
+        password_hash = await asyncio.to_thread(hash_password, fields["password"])
         try:
             async with self._store.begin() as conn:
                 user_id = (await conn.execute(users.insert().values(
                     username=username, password_hash=password_hash,
-                    can_login=True if can_login is None else can_login,
+                    can_login=fields.get("can_login", True),
                 ))).inserted_primary_key[0]
         except IntegrityError:
             raise Conflict(f"A user named {username!r} already exists") from None
         return await self.read(caller, user_id)
 
     async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        """Read a user."""
         user_id = entity_id(entity)
         async with self._store.begin() as conn:
             row = (await conn.execute(_PUBLIC.where(users.c.id == user_id))).first()
@@ -78,17 +90,19 @@ class Users(Module):
         return _item(row)
 
     async def update(self, caller: Caller | None, entity: Any, payload: Any) -> dict[str, Any]:
+        """Change a user's name, password or log-in.
+
+        A new password or a withdrawn log-in ends that user's other sessions.
+        """
         user_id = entity_id(entity)
-        payload = require_mapping(payload)
-        reject_unknown(payload, _FIELDS)
+        fields = _UPDATE.parse(payload)
         values: dict[str, Any] = {}
-        if (username := string_field(payload, "username", required=False, max_length=150)):
+        if (username := fields.get("username")):
             values["username"] = username
-        password = string_field(payload, "password", required=False, max_length=1024,
-                                min_length=MIN_PASSWORD)
+        password = fields.get("password")
         if password is not None:
             values["password_hash"] = await asyncio.to_thread(hash_password, password)
-        can_login = bool_field(payload, "can_login")
+        can_login = fields.get("can_login")
         if can_login is not None:
             if not can_login and caller and caller.user_id == user_id:
                 raise Forbidden("You cannot take away your own log-in")
@@ -109,6 +123,7 @@ class Users(Module):
         return await self.read(caller, user_id)
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
+        """Delete a user and end their sessions; returns the user as it was."""
         user_id = entity_id(entity)
         item = await self.read(caller, user_id)
         if caller and caller.user_id == user_id:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from . import Caller, Module
+from ..schema import record
+from . import Caller, Contract, Module
 
 VERSION = version("nestmtx-sidecar")
 
@@ -13,6 +14,9 @@ VERSION = version("nestmtx-sidecar")
 class Version(Module):
     name = "version"
     public_commands = frozenset({"list"})
+    contract = Contract(replies={"list": record({"name": {"const": "nestmtx-sidecar"},
+                                                 "version": {"type": "string"}})})
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
+        """Which sidecar this is, and its version."""
         return {"name": "nestmtx-sidecar", "version": VERSION}
