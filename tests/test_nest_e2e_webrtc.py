@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import httpx
+import pytest
 
+from nestmtx_sidecar.nest.webrtc import AUDIO_RATE
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 from tests.mediamtx import HookProcess, MediaMTX, hook_settings
@@ -23,6 +26,7 @@ from tests.services import wait_until
 from tests.test_webrtc import (
     Receiver,
     _resources,
+    access_unit_key,
     clip,
     clip_path,
     finished,
@@ -42,6 +46,7 @@ class Rig:
     events: Events
     receiver: Receiver
     mediamtx: MediaMTX
+    client: httpx.AsyncClient
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +68,7 @@ async def webrtc_rig(tmp_path: Path, peer: FakeNestWebRtc) -> AsyncIterator[Rig]
             "PATH": "/usr/local/bin:/usr/bin:/bin", "NESTMTX_URL": running.url,
             "NESTMTX_HOOK_SECRET": running.hook_secret})
         try:
-            yield Rig(google, events, receiver, mediamtx)
+            yield Rig(google, events, receiver, mediamtx, client)
         finally:
             await peer.close()
 
@@ -143,3 +148,41 @@ async def test_battery_camera_is_regenerated_seamlessly_through_the_hook(
     # One publication across three Nest sessions, frames flowing all along.
     assert times[-1] - times[0] > 2 * lifetime * 0.8 - 1
     assert max(gaps) < 0.25 and min(gaps) > 0
+
+
+def stream_codecs(path: Path) -> dict[str, str]:
+    """Codec of each kind in the receiver's copy, and that its audio decodes."""
+    with av.open(str(path)) as container:
+        codecs = {s.type: s.codec_context.name for s in container.streams}
+        if container.streams.audio:
+            decoded = [f for p in container.demux(container.streams.audio[0])
+                       for f in p.decode()]
+            assert sum(f.samples for f in decoded) > AUDIO_RATE  # over a second of sound
+            assert {f.sample_rate for f in decoded} == {AUDIO_RATE}
+    return codecs
+
+
+@pytest.mark.parametrize(("audio", "expected"), [
+    ("opus", {"video": "h264", "audio": "opus"}),
+    ("aac", {"video": "h264", "audio": "aac"}),
+    ("none", {"video": "h264"}),
+])
+async def test_camera_audio_setting_decides_what_rtsp_consumers_get(
+        clip: Clip, tmp_path: Path, audio: str, expected: dict[str, str]) -> None:
+    peer = FakeNestWebRtc(clip, lifetime=2.0)
+    async with webrtc_rig(tmp_path, peer) as rig:
+        (item,) = (await rig.client.get("/api/cameras")).json()["items"]
+        reply = await rig.client.put(f"/api/cameras/{item['id']}", json={"audio": audio})
+        assert reply.status_code == 200 and reply.json()["audio"] == audio, reply.text
+        hook = await rig.mediamtx.start("demand", PATH)
+        await rig.events.wait("camera", "extended", within=20)
+        await end_demand(rig, hook)
+        await finished(rig.receiver)
+
+    assert stream_codecs(rig.receiver.output) == expected
+    source = {kind: len(frames) for kind, frames in received(rig.receiver.output).items()}
+    assert source["video"] >= 25  # the picture is forwarded whatever the audio
+    # Untouched video: every access unit as the camera sent it.
+    got = [access_unit_key(unit) for unit in received(rig.receiver.output)["video"]]
+    sent = [access_unit_key(unit) for unit in clip.payloads("video")]
+    assert got[:len(sent)] == sent[:len(got)]

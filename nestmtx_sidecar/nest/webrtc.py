@@ -146,16 +146,27 @@ def install_pass_through() -> None:
 class RtspOutput:
     """One RTSP publication (ANNOUNCE/RECORD over TCP) fed with encoded packets.
 
-    FFmpeg's socket calls block, so they run on one private thread, in order, off the loop.
+    `audio` is what the publication carries: `opus` (the camera's frames untouched), `aac`
+    (Opus decoded and encoded to AAC-LC, for consumers that cannot play Opus) or `none`.
+    FFmpeg's socket calls (and the AAC transcode) block, so they run on one private thread, in
+    order, off the loop.
     """
 
-    def __init__(self, url: str, io_timeout: float) -> None:
+    def __init__(self, url: str, io_timeout: float, audio: str = "opus") -> None:
+        if audio not in ("opus", "aac", "none"):
+            raise ValueError(f"unknown audio mode {audio!r}")
         self.url = url
+        self.audio = audio
         self._io_timeout = io_timeout
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="nest-webrtc-mux")
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
+        self._opus: av.audio.codeccontext.AudioCodecContext | None = None
         self._time_bases = {"video": Fraction(1, VIDEO_RATE), "audio": Fraction(1, AUDIO_RATE)}
+
+    def carries(self, kind: str) -> bool:
+        """Whether frames of this kind go into the publication (not with audio `none`)."""
+        return kind == "video" or self.audio != "none"
 
     async def open(self, keyframe: bytes) -> None:
         await self._run(self._open, keyframe)
@@ -167,13 +178,18 @@ class RtspOutput:
             container = av.open(self.url, "w", format="rtsp", options={
                 "rtsp_transport": "tcp", "timeout": str(int(self._io_timeout * 1e6))})
             try:
-                video = container.add_stream_from_template(probe.streams.video[0])
-                audio = container.add_mux_stream("opus", rate=AUDIO_RATE)
+                self._streams = {"video": container.add_stream_from_template(
+                    probe.streams.video[0])}
+                if self.audio == "opus":
+                    self._streams["audio"] = container.add_mux_stream("opus", rate=AUDIO_RATE)
+                elif self.audio == "aac":
+                    self._streams["audio"] = container.add_stream(
+                        "aac", rate=AUDIO_RATE, layout="stereo")
+                    self._opus = _opus_decoder()
                 container.start_encoding()
             except BaseException:
                 container.close()
                 raise
-        self._streams = {"video": video, "audio": audio}
         self._container = container
 
     async def write(self, kind: str, data: bytes, pts: int) -> None:
@@ -182,6 +198,9 @@ class RtspOutput:
     def _write(self, kind: str, data: bytes, pts: int) -> None:
         if self._container is None:
             return  # the open failed; the publisher reports that
+        if kind == "audio" and self._opus is not None:
+            self._transcode(data, pts)
+            return
         packet = av.Packet(data)
         packet.stream = self._streams[kind]
         packet.time_base = self._time_bases[kind]
@@ -189,6 +208,21 @@ class RtspOutput:
         if kind == "video" and _NAL_IDR in nal_types(data):
             packet.is_keyframe = True
         self._container.mux_one(packet)
+
+    def _transcode(self, data: bytes, pts: int) -> None:
+        assert self._opus is not None and self._container is not None
+        try:
+            frames = self._opus.decode(av.Packet(data))
+        except av.error.InvalidDataError:
+            return  # a damaged Opus frame is a moment of silence, not a broken publication
+        stream = self._streams["audio"]
+        for frame in frames:
+            # The encoder's own FIFO regroups 960-sample Opus frames into 1024-sample AAC ones
+            # and follows a jump in pts (a new session) with a jump of its own.
+            frame.pts, frame.time_base = pts, self._time_bases["audio"]
+            pts += frame.samples
+            for packet in stream.encode(frame):
+                self._container.mux_one(packet)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -202,6 +236,14 @@ class RtspOutput:
 
     async def _run(self, function: Callable[..., None], *args: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+def _opus_decoder() -> av.audio.codeccontext.AudioCodecContext:
+    # Nest sends 48 kHz stereo Opus; the SDP says so, no OpusHead arrives in-band.
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.sample_rate = AUDIO_RATE
+    decoder.layout = "stereo"
+    return decoder
 
 
 class _Timeline:
@@ -315,20 +357,22 @@ class Stats:
 class WebRtcPublisher:
     """Publishes one WebRTC-only Nest camera to `target_url` (MediaMTX's RTSP path).
 
+    `audio` is the camera's audio mode (see RtspOutput), fixed for the publication's life.
+
     `start` opens a session and returns once the first keyframe is on its way to MediaMTX;
     `regenerate` swaps in a new Nest session under the same RTSP publication (battery devices
     cannot extend); `wait_failure` resolves when the connection fails or media stops for
     `silence_timeout` seconds; `stop` closes every task, socket and port.
     """
 
-    def __init__(self, target_url: str, *, silence_timeout: float = 10.0,
+    def __init__(self, target_url: str, *, audio: str = "opus", silence_timeout: float = 10.0,
                  start_timeout: float = 20.0, io_timeout: float = 10.0) -> None:
         install_pass_through()
         self.target_url = target_url
         self.stats = Stats()
         self._silence_timeout = silence_timeout
         self._start_timeout = start_timeout
-        self._output = RtspOutput(target_url, io_timeout)
+        self._output = RtspOutput(target_url, io_timeout, audio)
         self._timelines = {"video": _Timeline(VIDEO_RATE, VIDEO_RATE // 30),
                            "audio": _Timeline(AUDIO_RATE, AUDIO_RATE // 50)}
         self._active: _PeerSession | None = None
@@ -392,6 +436,8 @@ class WebRtcPublisher:
         else:
             self.stats.audio_frames += 1
         self.stats.bytes_in += len(frame.data)
+        if not self._output.carries(kind):
+            return
         elapsed = loop.time() - self.stats.started_at
         pts = self._timelines[kind].pts(session, frame.timestamp, elapsed)
         try:

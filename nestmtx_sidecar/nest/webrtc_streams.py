@@ -91,7 +91,7 @@ class WebRtcStreams:
 
     async def _start(self, session: _Session) -> None:
         publisher = _webrtc().WebRtcPublisher(
-            f"{self._rtsp_url}/{session.camera.mtx_path}",
+            f"{self._rtsp_url}/{session.camera.mtx_path}", audio=session.camera.audio,
             silence_timeout=self._silence_timeout, start_timeout=self._start_timeout)
         try:
             answer = await publisher.start(self._generator(session.camera))
