@@ -4,7 +4,11 @@ The publisher offers what Google requires (recvonly audio, recvonly H.264-only v
 channel, in that order, every candidate inline, no STUN/TURN), repairs Google's answer, and
 hands aiortc's depacketized access units straight to an FFmpeg RTSP muxer over TCP. aiortc's
 jitter buffer, NACK and RTX keep working; its decoder is swapped for a pass-through, and the
-output streams are built from a template, so no encoder or per-frame decoder ever runs.
+video stream is built from a template, so no video encoder or decoder ever runs (only the
+`aac` audio mode decodes and encodes audio).
+
+One RTSP publication outlives the Nest sessions that feed it: renewals and recoveries after a
+failure swap sessions underneath, so MediaMTX's readers see at worst a frozen picture.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ _AUDIO_MIMES = ("audio/opus",)
 _NAL_IDR, _NAL_SPS, _NAL_PPS = 5, 7, 8
 _START_CODE = re.compile(b"\x00\x00\x01")
 _PLI_INTERVAL = VIDEO_RATE  # while waiting for a keyframe, ask at most once a second
+# While Nest sends nothing, the last keyframe is repeated this often: MediaMTX closes an RTSP
+# publisher that sends nothing for its readTimeout (10 s), and readers would go with it.
+HOLD_INTERVAL = 1.0
 
 
 class Answer(NamedTuple):
@@ -162,6 +169,7 @@ class RtspOutput:
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
         self._opus: av.audio.codeccontext.AudioCodecContext | None = None
+        self.last_keyframe: bytes | None = None  # what a freeze shows; set on the mux thread
         self._time_bases = {"video": Fraction(1, VIDEO_RATE), "audio": Fraction(1, AUDIO_RATE)}
 
     def carries(self, kind: str) -> bool:
@@ -207,6 +215,7 @@ class RtspOutput:
         packet.pts = packet.dts = pts
         if kind == "video" and _NAL_IDR in nal_types(data):
             packet.is_keyframe = True
+            self.last_keyframe = data
         self._container.mux_one(packet)
 
     def _transcode(self, data: bytes, pts: int) -> None:
@@ -272,6 +281,17 @@ class _Timeline:
                 pts = self._last + 1  # a muxer refuses time going backwards
             else:
                 self._step = pts - self._last
+        self._last = pts
+        return pts
+
+    def hold(self, elapsed: float) -> int:
+        """A repeated frame during an outage: at wall time, after the last one.
+
+        The next real frame is placed afresh (its session's clock may have moved on, or it is
+        a new session), without taking the outage for a frame interval.
+        """
+        self._session = None
+        pts = max(round(elapsed * self._rate), -1 if self._last is None else self._last + 1)
         self._last = pts
         return pts
 
@@ -362,7 +382,9 @@ class WebRtcPublisher:
     `start` opens a session and returns once the first keyframe is on its way to MediaMTX;
     `regenerate` swaps in a new Nest session under the same RTSP publication (battery devices
     cannot extend); `wait_failure` resolves when the connection fails or media stops for
-    `silence_timeout` seconds; `stop` closes every task, socket and port.
+    `silence_timeout` seconds, and `recover` then replaces the failed session, again under the
+    same publication (meanwhile the last keyframe is repeated: a freeze, not a disconnect);
+    `stop` closes every task, socket and port.
     """
 
     def __init__(self, target_url: str, *, audio: str = "opus", silence_timeout: float = 10.0,
@@ -380,6 +402,7 @@ class WebRtcPublisher:
         self._switched: asyncio.Future[None] | None = None
         self._failure: asyncio.Future[Failure] = asyncio.get_running_loop().create_future()
         self._last_media = 0.0
+        self._last_video = 0.0
         self._watchdog: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
@@ -399,6 +422,22 @@ class WebRtcPublisher:
         """
         if self._active is None:
             raise RuntimeError("publisher not started")
+        return await self._open_session(generate)
+
+    async def recover(self, generate: Generate) -> Answer:
+        """After a failure: a new Nest session under the same RTSP publication.
+
+        The failed session is closed; until the new one's first keyframe, MediaMTX gets the
+        last keyframe again every HOLD_INTERVAL, so its readers stay connected and resume.
+        """
+        if self.stats.started_at is None:
+            raise RuntimeError("publisher not started")
+        failed, self._active = self._active, None
+        if not self._failure.done():
+            self._failure.cancel()
+        self._failure = asyncio.get_running_loop().create_future()
+        if failed is not None:
+            self._close_later(failed)
         return await self._open_session(generate)
 
     async def _open_session(self, generate: Generate) -> Answer:
@@ -432,6 +471,7 @@ class WebRtcPublisher:
         loop = asyncio.get_running_loop()
         self._last_media = loop.time()
         if kind == "video":
+            self._last_video = self._last_media
             self.stats.video_frames += 1
         else:
             self.stats.audio_frames += 1
@@ -439,9 +479,12 @@ class WebRtcPublisher:
         if not self._output.carries(kind):
             return
         elapsed = loop.time() - self.stats.started_at
-        pts = self._timelines[kind].pts(session, frame.timestamp, elapsed)
+        await self._write(kind, frame.data, self._timelines[kind].pts(
+            session, frame.timestamp, elapsed))
+
+    async def _write(self, kind: str, data: bytes, pts: int) -> None:
         try:
-            await self._output.write(kind, frame.data, pts)
+            await self._output.write(kind, data, pts)
         except (av.FFmpegError, OSError) as exc:
             self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
                                          f"broke: {exc}")
@@ -460,6 +503,7 @@ class WebRtcPublisher:
                 self._switched.set_exception(PublisherError(
                     f"cannot publish to {_safe_url(self.target_url)}: {exc}"))
                 return
+        self._last_media = asyncio.get_running_loop().time()  # silence counts from here
         self._switched.set_result(None)
         if retired is not None:
             self._close_later(retired)
@@ -475,13 +519,20 @@ class WebRtcPublisher:
             self._fail("connection-failed", message)
 
     async def _watch(self) -> None:
+        """Until stop: report silence of the active session; hold the picture in any outage."""
         loop = asyncio.get_running_loop()
-        self._last_media = max(self._last_media, loop.time())
-        while not self._failure.done():
-            await asyncio.sleep(self._silence_timeout / 4)
-            silent = loop.time() - self._last_media
-            if silent >= self._silence_timeout:
-                self._fail("silence", f"no media from Nest for {silent:.1f} s")
+        self._last_media = self._last_video = max(self._last_media, loop.time())
+        while True:
+            await asyncio.sleep(min(self._silence_timeout / 4, HOLD_INTERVAL / 2))
+            now = loop.time()
+            if self._active is not None and now - self._last_media >= self._silence_timeout:
+                self._fail("silence", f"no media from Nest for {now - self._last_media:.1f} s")
+            keyframe = self._output.last_keyframe
+            if keyframe is not None and now - self._last_video >= HOLD_INTERVAL:
+                assert self.stats.started_at is not None
+                self._last_video = now
+                await self._write("video", keyframe,
+                                  self._timelines["video"].hold(now - self.stats.started_at))
 
     def _fail(self, reason: str, message: str) -> None:
         if not self._failure.done():

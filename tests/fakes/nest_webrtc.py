@@ -121,9 +121,11 @@ class FakeNestWebRtc:
         self.loops = loops
         self.sessions: dict[str, FakeSession] = {}
         self.offers: list[str] = []
+        self.answer_delay = 0.0  # how long Google takes to answer an offer
 
     async def generate(self, offer_sdp: str) -> tuple[str, dt.datetime, str]:
         self.offers.append(offer_sdp)
+        await asyncio.sleep(self.answer_delay)
         kinds = re.findall(r"^m=(\w+) ", offer_sdp, flags=re.MULTILINE)
         if kinds != ["audio", "video", "application"]:
             raise NestApiError(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
