@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import shutil
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +36,26 @@ class NestApiError(Exception):
 
     def body(self) -> dict[str, dict[str, object]]:
         return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+
+
+def make_clip(path: Path, *, size: str = "640x360", fps: int = 25, seconds: float = 2,
+              gop: int | None = None, bitrate: str | None = None,
+              preset: str = "ultrafast") -> Path:
+    """A Constrained Baseline H.264 + 48 kHz stereo Opus MPEG-TS clip, as Nest sends them
+    (an IDR every `gop` frames, one a second by default; no B-frames)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg is needed to make the clip (apt-get install ffmpeg)")
+    subprocess.run([
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", f"{seconds:g}", "-c:v", "libx264", "-profile:v", "baseline", "-preset", preset,
+        *(["-b:v", bitrate] if bitrate else []), "-g", str(gop or fps), "-bf", "0",
+        "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", "32k", "-ac", "2",
+        "-f", "mpegts", str(path),
+    ], check=True)
+    return path
 
 
 @dataclass(frozen=True)
