@@ -53,6 +53,9 @@ _PLI_INTERVAL = VIDEO_RATE  # while waiting for a keyframe, ask at most once a s
 # While Nest sends nothing, the last keyframe is repeated this often: MediaMTX closes an RTSP
 # publisher that sends nothing for its readTimeout (10 s), and readers would go with it.
 HOLD_INTERVAL = 1.0
+# Frames queued for the mux thread beyond which the RTSP target counts as stuck (~10 s of
+# 30 fps video and 50 fps audio): the queue stays bounded.
+MAX_BACKLOG = 800
 
 
 class Answer(NamedTuple):
@@ -156,7 +159,9 @@ class RtspOutput:
     `audio` is what the publication carries: `opus` (the camera's frames untouched), `aac`
     (Opus decoded and encoded to AAC-LC, for consumers that cannot play Opus) or `none`.
     FFmpeg's socket calls (and the AAC transcode) block, so they run on one private thread, in
-    order, off the loop.
+    order, off the loop. Frames are handed over with `post`, without waiting for the thread:
+    the profile showed each awaited hand-over (two loop wake-ups per frame) costing more
+    than the muxing itself.
     """
 
     def __init__(self, url: str, io_timeout: float, audio: str = "opus") -> None:
@@ -170,6 +175,9 @@ class RtspOutput:
         self._streams: dict[str, av.stream.Stream] = {}
         self._opus: av.audio.codeccontext.AudioCodecContext | None = None
         self.last_keyframe: bytes | None = None  # what a freeze shows; set on the mux thread
+        self._posted = 0  # written by the loop's thread only
+        self._muxed = 0  # written by the mux thread only
+        self._on_error: Callable[[BaseException], None] | None = None
         self._time_bases = {"video": Fraction(1, VIDEO_RATE), "audio": Fraction(1, AUDIO_RATE)}
 
     def carries(self, kind: str) -> bool:
@@ -200,8 +208,28 @@ class RtspOutput:
                 raise
         self._container = container
 
-    async def write(self, kind: str, data: bytes, pts: int) -> None:
-        await self._run(self._write, kind, data, pts)
+    @property
+    def backlog(self) -> int:
+        """Frames posted and not yet muxed."""
+        return self._posted - self._muxed
+
+    def post(self, kind: str, data: bytes, pts: int,
+             on_error: Callable[[BaseException], None]) -> None:
+        """Queue a frame for the mux thread; `on_error` is called on the loop if it fails."""
+        self._on_error = on_error
+        self._posted += 1
+        self._executor.submit(self._write_reporting, asyncio.get_running_loop(), kind, data,
+                              pts)
+
+    def _write_reporting(self, loop: asyncio.AbstractEventLoop, kind: str, data: bytes,
+                         pts: int) -> None:
+        try:
+            self._write(kind, data, pts)
+        except (av.FFmpegError, OSError) as exc:
+            if self._on_error is not None:
+                loop.call_soon_threadsafe(self._on_error, exc)
+        finally:
+            self._muxed += 1
 
     def _write(self, kind: str, data: bytes, pts: int) -> None:
         if self._container is None:
@@ -479,15 +507,19 @@ class WebRtcPublisher:
         if not self._output.carries(kind):
             return
         elapsed = loop.time() - self.stats.started_at
-        await self._write(kind, frame.data, self._timelines[kind].pts(
+        self._write(kind, frame.data, self._timelines[kind].pts(
             session, frame.timestamp, elapsed))
 
-    async def _write(self, kind: str, data: bytes, pts: int) -> None:
-        try:
-            await self._output.write(kind, data, pts)
-        except (av.FFmpegError, OSError) as exc:
+    def _write(self, kind: str, data: bytes, pts: int) -> None:
+        if self._output.backlog >= MAX_BACKLOG:
             self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
-                                         f"broke: {exc}")
+                                         f"is not keeping up ({MAX_BACKLOG} frames behind)")
+            return
+        self._output.post(kind, data, pts, self._broke)
+
+    def _broke(self, exc: BaseException) -> None:
+        self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
+                                     f"broke: {exc}")
 
     async def _switch_to(self, session: _PeerSession, keyframe: bytes) -> None:
         assert self._switched is not None
@@ -531,8 +563,8 @@ class WebRtcPublisher:
             if keyframe is not None and now - self._last_video >= HOLD_INTERVAL:
                 assert self.stats.started_at is not None
                 self._last_video = now
-                await self._write("video", keyframe,
-                                  self._timelines["video"].hold(now - self.stats.started_at))
+                self._write("video", keyframe,
+                            self._timelines["video"].hold(now - self.stats.started_at))
 
     def _fail(self, reason: str, message: str) -> None:
         if not self._failure.done():
