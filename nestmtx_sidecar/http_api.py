@@ -16,11 +16,19 @@ from .dispatch import Dispatcher, Request, parse_json
 from .errors import BadRequest, SidecarError, Unauthorized, internal_error
 from .modules import Caller
 from .modules.auth import Auth
+from .openapi import OPENAPI_PATH, document
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 _COMMAND_STATUS = {"create": 201}
+# The command each module route runs, by method; the API document is built from it too.
+ROUTE_COMMANDS = {
+    "/api/auth": {"POST": "create", "DELETE": "delete"},  # log in; log out the calling token
+    "/api/{module}": {"GET": "list", "POST": "create"},
+    "/api/{module}/{entity}": {"GET": "read", "PUT": "update", "PATCH": "update",
+                               "DELETE": "delete"},
+}
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
                413: "too_large"}
 
@@ -67,15 +75,25 @@ class HttpApi:
     def __init__(self, dispatcher: Dispatcher, auth: Auth) -> None:
         self._dispatcher = dispatcher
         self._auth = auth
+        self._document: dict[str, Any] | None = None
 
     @property
     def routes(self) -> list[Route]:
         return [
+            Route(OPENAPI_PATH, self.openapi, methods=["GET"]),  # before /api/{module}
             Route("/api/auth", self.login, methods=["POST"]),
             Route("/api/auth", self.logout, methods=["DELETE"]),
-            Route("/api/{module}", self.collection, methods=["GET", "POST"]),
-            Route("/api/{module}/{entity}", self.item, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            Route("/api/{module}", self.collection, methods=list(ROUTE_COMMANDS["/api/{module}"])),
+            Route("/api/{module}/{entity}", self.item,
+                  methods=list(ROUTE_COMMANDS["/api/{module}/{entity}"])),
         ]
+
+    async def openapi(self, request: HttpRequest) -> Response:
+        """The OpenAPI document of every route, built once from the app's route table."""
+        if self._document is None:
+            self._document = document(request.app.routes, self._dispatcher.modules,
+                                      ROUTE_COMMANDS, MAX_BODY)
+        return ApiResponse(self._document)
 
     async def login(self, request: HttpRequest) -> Response:
         return await self._run(request, "create", "auth", None)
@@ -84,12 +102,11 @@ class HttpApi:
         return await self._run(request, "delete", "auth", "current")
 
     async def collection(self, request: HttpRequest) -> Response:
-        command = "list" if request.method == "GET" else "create"
+        command = ROUTE_COMMANDS["/api/{module}"][request.method]
         return await self._run(request, command, request.path_params["module"], None)
 
     async def item(self, request: HttpRequest) -> Response:
-        command = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}[
-            request.method]
+        command = ROUTE_COMMANDS["/api/{module}/{entity}"][request.method]
         return await self._run(request, command, request.path_params["module"],
                                request.path_params["entity"])
 

@@ -137,12 +137,10 @@ class ListQuery:
 
 def page_schema(item: Mapping[str, Any]) -> dict[str, Any]:
     """JSON Schema of a list result whose items are `item`: the payload echoed, and a page."""
-    echo: dict[str, Any] = {declared.name: declared.schema() for declared in list_fields({"id"})}
+    echo = {declared.name: declared.schema() for declared in (SEARCH, PAGE, ITEMS_PER_PAGE)}
     echo["sortBy"] = {"type": ["array", "null"], "items": {
         "type": "object", "required": ["key", "order"], "additionalProperties": False,
         "properties": {"key": {"type": "string"}, "order": {"enum": ["asc", "desc"]}}}}
-    for declared in echo.values():
-        declared.pop("description", None)
     return {"type": "object", "additionalProperties": False,
             "required": [*echo, "total", "items"],
             "properties": {**echo, "total": {"type": "integer", "minimum": 0},

@@ -8,6 +8,7 @@ declaration as JSON Schema for the OpenAPI document, so the two cannot drift apa
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +49,8 @@ class Field:
     minimum: int | None = None
     maximum: int | None = None
     nullable: bool = False  # null is a value (it clears the field), not the field's absence
+    pattern: str = ""  # a string must match it in full; `hint` says what it means
+    hint: str = ""
     default: Any = None
     check: Check | None = None
     description: str = ""
@@ -75,13 +78,16 @@ class Field:
         if any(ord(ch) < 32 or ch == "\x7f" for ch in value) or not encodable(value):
             raise Invalid(f"{name} must not contain control characters or lone surrogates",
                           [field_error(name, "control characters")])
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise invalid(name, self.hint or f"must match {self.pattern}")
         return value
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": [self.kind, "null"] if self.nullable else self.kind}
         if self.kind == "string" and self.check is None:  # a check's limits are in schema_extra
             schema.update(minLength=self.min_length, maxLength=self.max_length,
-                          pattern="^[^\\u0000-\\u001f\\u007f]*$")  # no control characters
+                          pattern=f"^(?:{self.pattern})$" if self.pattern
+                          else "^[^\\u0000-\\u001f\\u007f]*$")  # no control characters
         if self.minimum is not None:
             schema["minimum"] = self.minimum
         if self.maximum is not None:

@@ -55,7 +55,9 @@ _CREATE = Body((
     Field("description", "string", required=True, description="A name to tell it apart."),
     Field("oauth_client_id", "string", required=True,
           description="The Google Cloud OAuth client ID."),
-    Field("dac_project_id", "string", required=True,
+    # It goes into URL paths (consent page, SDM API): no character that would end a segment.
+    Field("dac_project_id", "string", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+          hint="must be a Device Access project ID (letters, digits, - _ .)",
           description="The Device Access project ID."),
     Field("oauth_client_secret", "string", required=True, max_length=1024,
           description="The OAuth client secret; stored encrypted, never returned."),
@@ -100,7 +102,10 @@ def consent_url(base: str, row: Any, redirect_uri: str, state: str, code_challen
 
 
 def _origin(value: Any) -> str:
-    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # such as "http://[", an unclosed IPv6 address
+        parts = None
     if not parts or parts.scheme not in ("http", "https") or not parts.netloc or \
             parts.path not in ("", "/") or parts.query or parts.fragment:
         raise Invalid("origin must be a URL like https://sidecar.example:2000",
