@@ -144,10 +144,13 @@ class FakeNestWebRtc:
         self.sessions: dict[str, FakeSession] = {}
         self.offers: list[str] = []
         self.answer_delay = 0.0  # how long Google takes to answer an offer
+        self.refusal: NestApiError | None = None  # while set, every offer is refused with it
 
     async def generate(self, offer_sdp: str) -> tuple[str, dt.datetime, str]:
         self.offers.append(offer_sdp)
         await asyncio.sleep(self.answer_delay)
+        if self.refusal is not None:
+            raise self.refusal
         kinds = re.findall(r"^m=(\w+) ", offer_sdp, flags=re.MULTILINE)
         if kinds != ["audio", "video", "application"]:
             raise NestApiError(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
