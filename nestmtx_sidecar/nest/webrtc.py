@@ -73,7 +73,7 @@ Generate = Callable[[str], Awaitable[tuple[str, dt.datetime, str]]]
 class Failure:
     """Why a running publisher stopped delivering; the supervisor recovers from it."""
 
-    reason: str  # "connection-failed" | "silence" | "publish-failed"
+    reason: str  # "connection-failed" | "silence" | "publish-failed" | "regeneration-failed"
     message: str
 
 
