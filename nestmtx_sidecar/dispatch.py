@@ -130,15 +130,19 @@ class Dispatcher:
                      allowed_fields: frozenset[str] = frozenset(_FIELDS),
                      client: str = client_address.UNKNOWN) -> tuple[str | None, Any]:
         """Never raises: returns (requestId or None, result or error object)."""
-        request_id = None
         try:
             request = parse_request(raw, allowed_fields)
-            request_id = request.request_id
-            return request_id, await self.run(request, caller, client)
         except RequestError as exc:
             return exc.request_id, exc.to_dict()
+        return request.request_id, await self.reply(request, caller, client)
+
+    async def reply(self, request: Request, caller: Caller | None,
+                    client: str = client_address.UNKNOWN) -> Any:
+        """Never raises: the result of a parsed request, or its error object."""
+        try:
+            return await self.run(request, caller, client)
         except SidecarError as exc:
-            return request_id, exc.to_dict()
+            return exc.to_dict()
         except Exception:
-            logger.exception("request %s failed", request_id)
-            return request_id, internal_error()
+            logger.exception("request %s failed", request.request_id)
+            return internal_error()
