@@ -60,13 +60,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def request_json(text: str | bytes) -> Any:
+    """The JSON of a request message; RequestError (no usable requestId) otherwise."""
+    try:
+        return parse_json(text)
+    except BadRequest as exc:
+        raise RequestError(exc, None) from None
+
+
 def parse_request(raw: Any, allowed_fields: frozenset[str] = frozenset(_FIELDS)) -> Request:
     """Validate the shape of a request (object or JSON string) by NestMTX's rules."""
     if isinstance(raw, str | bytes):
-        try:
-            raw = parse_json(raw)
-        except BadRequest as exc:
-            raise RequestError(exc, None) from None
+        raw = request_json(raw)
     if not isinstance(raw, Mapping):
         raise RequestError(BadRequest("Request must be an object"), None)
     request_id = raw.get("requestId")

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiomqtt
 
-from ..dispatch import Dispatcher, Request, RequestError, parse_json, parse_request
+from ..dispatch import Dispatcher, Request, RequestError, parse_request, request_json
 from ..errors import BadRequest, Forbidden, Invalid, SidecarError, field_error
 from ..modules import Caller
 from ..modules.auth import Auth
@@ -96,10 +96,7 @@ def _parse(body: bytes) -> tuple[Request, Any]:
     """The request and its token; RequestError (with the requestId once known) otherwise."""
     if len(body) > MAX_REQUEST:
         raise RequestError(BadRequest(f"Request larger than {MAX_REQUEST} bytes"), None)
-    try:
-        raw = parse_json(body)
-    except BadRequest as exc:
-        raise RequestError(exc, None) from None
+    raw = request_json(body)
     request = parse_request(raw, REQUEST_FIELDS)  # first: later errors go to its id
     if _UNROUTABLE.search(request.request_id):
         raise RequestError(Invalid(

@@ -7,7 +7,7 @@ keep into the outbox; retained topics of this sidecar that match nothing any mor
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import NotFound
@@ -47,18 +47,11 @@ class StateMirror:
 
     async def load(self) -> None:
         """Align discovery and state with the database: things changed while we were away."""
-        enabled = {item["id"]: item for item in
-                   (await self._cameras.list(None, _EVERY))["items"] if item["is_enabled"]}
-        for camera_id in set(self._camera_states) - set(enabled):
-            self._forget_camera(camera_id)
-        for item in enabled.values():
-            self._track_camera(item)
-        credentials = {item["id"]: item for item in
-                       (await self._credentials.list(None, _EVERY))["items"]}
-        for credential_id in set(self._credential_states) - set(credentials):
-            self._forget_credential(credential_id)
-        for item in credentials.values():
-            self._track_credential(item)
+        cameras = (await self._cameras.list(None, _EVERY))["items"]
+        _align(self._camera_states, [item for item in cameras if item["is_enabled"]],
+               self._forget_camera, self._track_camera)
+        _align(self._credential_states, (await self._credentials.list(None, _EVERY))["items"],
+               self._forget_credential, self._track_credential)
 
     async def on_event(self, event: Event) -> None:
         """The retained state a bus event changes."""
@@ -167,3 +160,13 @@ class StateMirror:
                 self._track_credential(await self._credentials.read(None, credential_id))
         except Exception:
             logger.exception("MQTT bridge could not follow a credentials change")
+
+
+def _align(known: Mapping[int, Any], items: list[dict[str, Any]],
+           forget: Callable[[int], None], track: Callable[[Mapping[str, Any]], None]) -> None:
+    """Forget what is known but no longer listed, then track every listed item."""
+    listed = {item["id"] for item in items}
+    for entity_id in set(known) - listed:
+        forget(entity_id)
+    for item in items:
+        track(item)
