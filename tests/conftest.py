@@ -8,23 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
 from nestmtx_sidecar.app import Sidecar, create_app
 from nestmtx_sidecar.config import Settings, with_generated_secrets
 from tests.services import (
+    ADMIN_PASSWORD,
     SidecarProcess,
     create_database,
     free_port,
+    login,
     postgres_server,
     redis_server,
     serving,
     start_sidecar,
 )
-
-ADMIN_PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +60,7 @@ class RunningSidecar:
         return self.settings.hook_secret
 
     async def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
-        async with httpx.AsyncClient(base_url=self.url) as client:
-            reply = await client.post("/api/auth", json={"username": username,
-                                                         "password": password})
-            assert reply.status_code in (200, 201), reply.text
-            return reply.json()["bearer"]
+        return await login(self.url, username, password)
 
 
 @contextlib.asynccontextmanager
