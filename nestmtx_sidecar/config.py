@@ -7,11 +7,11 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from cryptography.fernet import Fernet
@@ -22,10 +22,45 @@ from .private_files import private_dir, private_file
 
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
+SQLITE_FILE = "sidecar.db"  # the default database, in the data dir
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where the MQTT broker is, from NESTMTX_MQTT_URL; str() never shows the credentials."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(repr=False)
+    tls: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> Broker:
+        key = "NESTMTX_MQTT_URL"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{key}: not a valid URL; the port must be a number from 1 to "
+                              "65535") from None
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ConfigError(f"{key}: expected a mqtt/mqtts URL, got scheme {parts.scheme!r}")
+        if not parts.hostname:
+            raise ConfigError(f"{key}: a host is required (mqtt://host:1883)")
+        if port == 0:  # urlsplit accepts 0, which no broker listens on
+            raise ConfigError(f"{key}: the port must be a number from 1 to 65535")
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else 1883),
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password is not None else None, tls)
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -64,13 +99,23 @@ class Settings:
     secrets_generated: tuple[str, ...] = field(default=(), compare=False)
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The default SQLite database file, used when no database_url is configured."""
+        return None if self.database_url else self.data_dir / SQLITE_FILE
+
+    @property
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL with the async driver this service uses."""
-        url = self.database_url or f"sqlite:///{(self.data_dir / 'sidecar.db').resolve()}"
+        url = self.database_url or f"sqlite:///{self.data_dir.resolve() / SQLITE_FILE}"
         scheme, sep, rest = url.partition("://")
         drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
                    "postgres": "postgresql+asyncpg"}
         return drivers.get(scheme, scheme) + sep + rest
+
+    @property
+    def mqtt_broker(self) -> Broker | None:
+        """The MQTT broker (None: MQTT is off)."""
+        return Broker.from_url(self.mqtt_url) if self.mqtt_url else None
 
     @property
     def trusted_proxy_networks(self) -> tuple[Network, ...]:
@@ -84,9 +129,6 @@ class Settings:
         return logging.getLevelNamesMapping()[name]
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "secrets_generated"}
-
-
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -97,11 +139,11 @@ def load_settings(
     raw: dict[str, Any] = {}
     if config_file:
         raw.update(_read_yaml(Path(config_file)))
-    for name in _FIELDS:
+    for name in CASTS:
         value = environ.get(ENV_PREFIX + name.upper())
         if value is not None:
             raw[name] = value
-    values = {name: _coerce(name, value) for name, value in raw.items()}
+    values = {name: _cast(name, value) for name, value in raw.items()}
     settings = Settings(**values)
     _validate(settings)
     return settings
@@ -120,37 +162,67 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of settings")
-    unknown = sorted(set(map(str, data)) - set(_FIELDS))
+    unknown = sorted(set(map(str, data)) - set(CASTS))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
     return data
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = _FIELDS[name].type
-    key = ENV_PREFIX + name.upper()
-    if kind == "int":
-        # YAML gives ints, the environment strings; 1.5 or true are mistakes, not numbers.
-        text = value.strip() if isinstance(value, str) else value
-        if isinstance(text, str) and text.isascii() and text.isdigit():
-            return int(text)
-        if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
-            return text
-        raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
-    if kind == "float":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-            raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
-        return number
+def whole_number(value: Any) -> int:
+    """An int >= 0; YAML gives ints, the environment strings; 1.5 or true are mistakes."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.isascii() and text.isdigit():
+        return int(text)
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    raise ValueError(f"expected a whole number >= 0, got {value!r}")
+
+
+def number(value: Any) -> float:
+    """A finite float >= 0."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        result = math.nan
+    if isinstance(value, bool) or not math.isfinite(result) or result < 0:
+        raise ValueError(f"expected a number >= 0, got {value!r}")
+    return result
+
+
+def text(value: Any) -> str:
+    """A string; a bare YAML number (port-like or version-like) is taken as its text."""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    text = str(value)
-    if "\x00" in text:
-        raise ConfigError(f"{key}: must not contain NUL characters")
-    return Path(text) if kind == "Path" else text
+        raise ValueError(f"expected a string, got {value!r}")
+    result = str(value)
+    if "\x00" in result:
+        raise ValueError("must not contain NUL characters")
+    return result
+
+
+def path(value: Any) -> Path:
+    return Path(text(value))
+
+
+# How each setting is read from YAML or the environment: one explicit cast per field.
+CASTS: dict[str, Callable[[Any], Any]] = {
+    "host": text, "port": whole_number, "data_dir": path, "database_url": text,
+    "app_key": text, "hook_secret": text, "admin_username": text, "admin_password": text,
+    "token_ttl": whole_number, "redis_url": text, "google_token_uri": text,
+    "google_consent_url": text, "sdm_api_url": text, "pubsub_api_url": text,
+    "event_max_age": number, "mediamtx_api_url": text, "mediamtx_rtsp_url": text,
+    "public_rtsp_url": text, "public_webrtc_url": text, "public_hls_url": text,
+    "mediamtx_webrtc_url": text, "log_level": text, "spool_dir": text,
+    "spool_replay_delay": number, "device_sync_interval": whole_number,
+    "stream_start_timeout": number, "mqtt_url": text, "mqtt_base": text,
+    "mqtt_discovery_prefix": text, "trusted_proxies": text,
+}
+
+
+def _cast(name: str, value: Any) -> Any:
+    try:
+        return CASTS[name](value)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None
 
 
 def _validate(settings: Settings) -> None:
@@ -176,7 +248,7 @@ def _validate(settings: Settings) -> None:
     _check_url("NESTMTX_PUBLIC_RTSP_URL", settings.public_rtsp_url, ("rtsp", "rtsps"))
     for key in ("public_webrtc_url", "public_hls_url", "mediamtx_webrtc_url"):
         _check_url(ENV_PREFIX + key.upper(), getattr(settings, key), ("http", "https"))
-    _check_url("NESTMTX_MQTT_URL", settings.mqtt_url, ("mqtt", "mqtts"))
+    settings.mqtt_broker  # noqa: B018 -- parsing is the check
     try:
         settings.trusted_proxy_networks  # noqa: B018 -- parsing is the check
     except ValueError as exc:

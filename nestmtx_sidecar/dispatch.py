@@ -60,13 +60,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def request_json(text: str | bytes) -> Any:
+    """The JSON of a request message; RequestError (no usable requestId) otherwise."""
+    try:
+        return parse_json(text)
+    except BadRequest as exc:
+        raise RequestError(exc, None) from None
+
+
 def parse_request(raw: Any, allowed_fields: frozenset[str] = frozenset(_FIELDS)) -> Request:
     """Validate the shape of a request (object or JSON string) by NestMTX's rules."""
     if isinstance(raw, str | bytes):
-        try:
-            raw = parse_json(raw)
-        except BadRequest as exc:
-            raise RequestError(exc, None) from None
+        raw = request_json(raw)
     if not isinstance(raw, Mapping):
         raise RequestError(BadRequest("Request must be an object"), None)
     request_id = raw.get("requestId")
@@ -130,15 +135,19 @@ class Dispatcher:
                      allowed_fields: frozenset[str] = frozenset(_FIELDS),
                      client: str = client_address.UNKNOWN) -> tuple[str | None, Any]:
         """Never raises: returns (requestId or None, result or error object)."""
-        request_id = None
         try:
             request = parse_request(raw, allowed_fields)
-            request_id = request.request_id
-            return request_id, await self.run(request, caller, client)
         except RequestError as exc:
             return exc.request_id, exc.to_dict()
+        return request.request_id, await self.reply(request, caller, client)
+
+    async def reply(self, request: Request, caller: Caller | None,
+                    client: str = client_address.UNKNOWN) -> Any:
+        """Never raises: the result of a parsed request, or its error object."""
+        try:
+            return await self.run(request, caller, client)
         except SidecarError as exc:
-            return request_id, exc.to_dict()
+            return exc.to_dict()
         except Exception:
-            logger.exception("request %s failed", request_id)
-            return request_id, internal_error()
+            logger.exception("request %s failed", request.request_id)
+            return internal_error()

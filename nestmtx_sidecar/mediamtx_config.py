@@ -70,7 +70,7 @@ async def persistent_paths(store: Store) -> list[str]:
 
 async def persistent_camera_paths(settings: Settings) -> list[str]:
     """The persistent paths in the configured store (none before the sidecar's first start)."""
-    if not settings.database_url and not (settings.data_dir / "sidecar.db").exists():
+    if settings.sqlite_file is not None and not settings.sqlite_file.exists():
         return []  # the sidecar has never run here: no cameras, and no file to create
     store = Store(settings.resolved_database_url)
     try:

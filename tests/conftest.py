@@ -1,30 +1,31 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
 from nestmtx_sidecar.app import Sidecar, create_app
 from nestmtx_sidecar.config import Settings, with_generated_secrets
+from nestmtx_sidecar.events import Event, EventBus
 from tests.services import (
+    ADMIN_PASSWORD,
     SidecarProcess,
     create_database,
     free_port,
+    login,
     postgres_server,
     redis_server,
     serving,
     start_sidecar,
 )
-
-ADMIN_PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +49,39 @@ def sidecar_process(tmp_path: Path) -> Iterator[SidecarProcess]:
     process.stop()
 
 
+class Events:
+    """Records every bus event; tests await the one they expect instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+        self._changed = asyncio.Condition()
+
+    @classmethod
+    def subscribed(cls, bus: EventBus) -> Events:
+        """A recorder of every event `bus` publishes from now on."""
+        events = cls()
+        bus.subscribe(events)
+        return events
+
+    async def __call__(self, event: Event) -> None:
+        async with self._changed:
+            self.seen.append(event)
+            self._changed.notify_all()
+
+    def named(self, domain: str, name: str) -> list[Event]:
+        return [e for e in self.seen if e.domain == domain and e.event == name]
+
+    async def wait(self, domain: str, name: str, count: int = 1, within: float = 15.0,
+                   where: Callable[[Event], bool] = lambda e: True) -> Event:
+        """The `count`-th event of that name (matching `where`), waiting for it if needed."""
+        async with asyncio.timeout(within), self._changed:
+            while True:
+                found = [e for e in self.named(domain, name) if where(e)]
+                if len(found) >= count:
+                    return found[count - 1]
+                await self._changed.wait()
+
+
 @dataclass
 class RunningSidecar:
     """The sidecar served by real uvicorn on a loopback port, inside the test's event loop."""
@@ -61,11 +95,7 @@ class RunningSidecar:
         return self.settings.hook_secret
 
     async def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
-        async with httpx.AsyncClient(base_url=self.url) as client:
-            reply = await client.post("/api/auth", json={"username": username,
-                                                         "password": password})
-            assert reply.status_code in (200, 201), reply.text
-            return reply.json()["bearer"]
+        return await login(self.url, username, password)
 
 
 @contextlib.asynccontextmanager

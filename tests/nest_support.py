@@ -6,42 +6,15 @@ import asyncio
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from nestmtx_sidecar.events import Event
-from tests.conftest import RunningSidecar, make_settings, serve_in_loop
+from tests.conftest import Events, RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import FakeGoogle
 from tests.services import ROOT, require, require_binary
-
-
-class Events:
-    """Records every bus event; tests await the one they expect instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.seen: list[Event] = []
-        self._changed = asyncio.Condition()
-
-    async def __call__(self, event: Event) -> None:
-        async with self._changed:
-            self.seen.append(event)
-            self._changed.notify_all()
-
-    def named(self, domain: str, name: str) -> list[Event]:
-        return [e for e in self.seen if e.domain == domain and e.event == name]
-
-    async def wait(self, domain: str, name: str, count: int = 1, within: float = 15.0,
-                   where: Callable[[Event], bool] = lambda e: True) -> Event:
-        """The `count`-th event of that name (matching `where`), waiting for it if needed."""
-        async with asyncio.timeout(within), self._changed:
-            while True:
-                found = [e for e in self.named(domain, name) if where(e)]
-                if len(found) >= count:
-                    return found[count - 1]
-                await self._changed.wait()
 
 
 @contextlib.asynccontextmanager
@@ -52,8 +25,7 @@ async def nest_sidecar(tmp_path: Path, google: FakeGoogle, **overrides: Any
                  **overrides}
     settings = make_settings(tmp_path, **overrides)
     async with serve_in_loop(settings) as running:
-        events = Events()
-        running.sidecar.bus.subscribe(events)
+        events = Events.subscribed(running.sidecar.bus)
         token = await running.login()
         async with httpx.AsyncClient(base_url=running.url, timeout=30,
                                      headers={"Authorization": f"Bearer {token}"}) as client:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ADMIN_PASSWORD = "correct horse battery"  # of the admin every test sidecar is started with
 
 
 def require(available: bool, what: str, install: str) -> None:
@@ -169,7 +171,7 @@ class SidecarProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     admin_username: str = "admin"
-    admin_password: str = "correct horse battery"
+    admin_password: str = ADMIN_PASSWORD
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -180,11 +182,7 @@ class SidecarProcess:
         return self.log_path.read_text(errors="replace")
 
     async def login(self) -> str:
-        async with httpx.AsyncClient(base_url=self.url) as client:
-            reply = await client.post("/api/auth", json={
-                "username": self.admin_username, "password": self.admin_password})
-            reply.raise_for_status()
-            return reply.json()["bearer"]
+        return await login(self.url, self.admin_username, self.admin_password)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         _stop(self.proc, sig)
@@ -199,7 +197,7 @@ def start_sidecar(tmp_path: Path, env: Mapping[str, str] | None = None,
         "NESTMTX_HOST": "127.0.0.1",
         "NESTMTX_PORT": str(port),
         "NESTMTX_DATA_DIR": str(data_dir),
-        "NESTMTX_ADMIN_PASSWORD": "correct horse battery",
+        "NESTMTX_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "NESTMTX_LOG_LEVEL": "debug",
         **(env or {}),
     }
@@ -228,14 +226,34 @@ def _wait_healthy(url: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"{url}/healthz did not answer 200")
 
 
-async def wait_until(predicate: Callable[[], object], seconds: float = 10.0,
-                     interval: float = 0.02) -> None:
-    """Poll a condition that has no event to await (a file appearing, a process ending)."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
+async def wait_until(check: Callable[[], object], seconds: float = 10.0,
+                     interval: float = 0.05) -> None:
+    """Poll a condition that has no event to await (a file appearing, another process's state).
+
+    `check` is a plain function or a coroutine function; TimeoutError after `seconds`.
+    """
+    async with asyncio.timeout(seconds):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(interval)
+
+
+async def log_in(url: str, username: str = "admin", password: str = ADMIN_PASSWORD
+                 ) -> httpx.Response:
+    """POST /api/auth on the sidecar at `url`: the reply, whatever it is."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        return await client.post("/api/auth", json={"username": username, "password": password})
+
+
+async def login(url: str, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+    """Log in to the sidecar at `url`; its bearer token."""
+    reply = await log_in(url, username, password)
+    assert reply.status_code in (200, 201), reply.text
+    return reply.json()["bearer"]
 
 
 @contextlib.asynccontextmanager

@@ -14,11 +14,10 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import socketio
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, log_in, wait_for_port
 
 SERVE = ([shutil.which("nestmtx-sidecar")] if shutil.which("nestmtx-sidecar")
          else [sys.executable, "-m", "nestmtx_sidecar"])
@@ -90,18 +89,13 @@ async def serving(cwd: Path, env: dict[str, str], log_path: Path) -> AsyncIterat
         await asyncio.wait_for(proc.wait(), 15)
 
 
-async def login(url: str, password: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url) as http:
-        return await http.post("/api/auth", json={"username": "admin", "password": password})
-
-
 async def test_first_start_on_defaults_generates_secrets_and_a_password_shown_once(
         tmp_path: Path) -> None:
     env = clean_env(NESTMTX_PORT=str(free_port()), NESTMTX_LOG_LEVEL="debug")
     first_log = tmp_path / "first.log"
     async with serving(tmp_path, env, first_log) as url:
         password = _generated_password(first_log)
-        response = await login(url, password)
+        response = await log_in(url, password=password)
         assert response.status_code == 201
         bearer = response.json()["bearer"]
         logs = await _replayed_logs(url, bearer)
@@ -122,7 +116,7 @@ async def test_first_start_on_defaults_generates_secrets_and_a_password_shown_on
     app_key = (data / "app_key").read_text()
     second_log = tmp_path / "second.log"
     async with serving(tmp_path, env, second_log) as url:
-        assert (await login(url, password)).status_code == 201
+        assert (await log_in(url, password=password)).status_code == 201
     assert "Created user" not in second_log.read_text()
     assert (data / "app_key").read_text() == app_key
 

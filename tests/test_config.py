@@ -10,7 +10,14 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from nestmtx_sidecar.config import ConfigError, Settings, load_settings, with_generated_secrets
+from nestmtx_sidecar.config import (
+    CASTS,
+    Broker,
+    ConfigError,
+    Settings,
+    load_settings,
+    with_generated_secrets,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "sidecar.example.yaml"
 
@@ -76,6 +83,11 @@ def test_bad_yaml_values_name_the_key(tmp_path: Path, yaml_text: str, key: str) 
     ("NESTMTX_SDM_API_URL", "ftp://x"), ("NESTMTX_MQTT_URL", "tcp://x"),
     ("NESTMTX_ADMIN_PASSWORD", "7-chars"),  # the users module's minimum is 8
     ("NESTMTX_PUBSUB_API_URL", "grpc://x"), ("NESTMTX_EVENT_MAX_AGE", "-5"),
+    # A broker URL is decided here, not later while the app is built.
+    ("NESTMTX_MQTT_URL", "mqtt://:1883"), ("NESTMTX_MQTT_URL", "mqtt://"),
+    ("NESTMTX_MQTT_URL", "mqtt://broker:99999"), ("NESTMTX_MQTT_URL", "mqtt://broker:0"),
+    ("NESTMTX_MQTT_URL", "mqtt://broker:port"), ("NESTMTX_MQTT_URL", "mqtt://[::1"),
+    ("NESTMTX_MQTT_URL", "mqtt+ws://broker"),
 ])
 def test_bad_environment_values_name_the_key(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -131,3 +143,40 @@ def test_trusted_proxies_are_addresses_and_cidrs() -> None:
     settings = load_settings(environ={"NESTMTX_TRUSTED_PROXIES": "10.0.0.5, fd00::/8"})
     assert [str(n) for n in settings.trusted_proxy_networks] == ["10.0.0.5/32", "fd00::/8"]
     assert load_settings(environ={}).trusted_proxy_networks == ()
+
+
+def test_every_setting_is_read_through_an_explicit_cast() -> None:
+    settable = {f.name for f in dataclasses.fields(Settings)} - {"secrets_generated"}
+    assert set(CASTS) == settable
+    for name, cast in CASTS.items():  # each default is what its own cast would give
+        default = getattr(Settings(), name)
+        assert cast(str(default)) == default, name
+
+
+@pytest.mark.parametrize("name", sorted(CASTS))
+def test_each_cast_rejects_wrong_input_with_a_line_naming_the_key(tmp_path: Path,
+                                                                  name: str) -> None:
+    key = "NESTMTX_" + name.upper()
+    config = tmp_path / "sidecar.yaml"
+    for wrong in ([1], {"a": 1}, True, None):
+        config.write_text(yaml.safe_dump({name: wrong}))
+        with pytest.raises(ConfigError, match=f"^{key}: expected ") as failed:
+            load_settings(config, environ={})
+        assert "\n" not in str(failed.value)
+    kind = type(getattr(Settings(), name))
+    if kind in (int, float):  # numbers from the environment: text that is no number
+        with pytest.raises(ConfigError, match=f"^{key}: expected a (whole )?number"):
+            load_settings(environ={key: "twelve"})
+
+
+def test_mqtt_urls_are_parsed_once_in_the_settings() -> None:
+    settings = load_settings(environ={"NESTMTX_MQTT_URL": "mqtts://u:p%40ss@broker.lan:8884"})
+    assert settings.mqtt_broker == Broker("broker.lan", 8884, "u", "p@ss", True)
+    assert load_settings(environ={}).mqtt_broker is None
+
+
+def test_the_default_sqlite_file_is_named_in_one_place(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.sqlite_file == tmp_path / "sidecar.db"
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'sidecar.db'}"
+    assert Settings(database_url="postgresql://db/nest").sqlite_file is None

@@ -16,8 +16,7 @@ import httpx
 import pytest
 import socketio
 
-from nestmtx_sidecar.events import Event
-from tests.conftest import RunningSidecar
+from tests.conftest import Events, RunningSidecar
 from tests.mediamtx import MediaMTX, add_camera, busybox_path, hook_settings
 from tests.services import ROOT, require
 
@@ -99,12 +98,7 @@ async def test_hook_reaches_js_and_python_subscribers_on_all_three_topics(
     stranger_py = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
         await stranger_py.connect(server.url, transports=["websocket"])
-    published: list[Event] = []
-
-    async def record(event: Event) -> None:
-        published.append(event)
-
-    server.sidecar.bus.subscribe(record)
+    published = Events.subscribed(server.sidecar.bus).seen
     mtx = MediaMTX(hook_settings(), {"PATH": busybox_path(tmp_path / "bin"),
                                      "NESTMTX_URL": server.url,
                                      "NESTMTX_HOOK_SECRET": server.hook_secret})

@@ -10,19 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nestmtx_sidecar.events import Event
-from tests.conftest import RunningSidecar, make_settings, serve_in_loop
+from tests.conftest import Events, RunningSidecar, make_settings, serve_in_loop
 from tests.mediamtx import MediaMTX, busybox_path, curl_path, hook_settings
-
-
-def record_events(server: RunningSidecar) -> list[Event]:
-    events: list[Event] = []
-
-    async def subscriber(event: Event) -> None:
-        events.append(event)
-
-    server.sidecar.bus.subscribe(subscriber)
-    return events
 
 
 async def post(server: RunningSidecar, key: str, reader: str) -> httpx.Response:
@@ -33,7 +22,7 @@ async def post(server: RunningSidecar, key: str, reader: str) -> httpx.Response:
 
 
 async def test_a_repeated_key_is_accepted_but_delivered_once(server: RunningSidecar) -> None:
-    events = record_events(server)
+    events = Events.subscribed(server.sidecar.bus).seen
     first = await post(server, "1700.000001.42.read", "a")
     again = await post(server, "1700.000001.42.read", "a")
     assert (first.status_code, again.status_code) == (202, 202)
@@ -52,7 +41,7 @@ async def test_a_malformed_key_is_refused(server: RunningSidecar, key: str) -> N
 
 async def test_a_spooled_copy_of_a_delivered_call_is_not_delivered_again(
         server: RunningSidecar, tmp_path: Path) -> None:
-    events = record_events(server)
+    events = Events.subscribed(server.sidecar.bus).seen
     assert (await post(server, "1700.000003.7.read", "a")).status_code == 202
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -68,7 +57,8 @@ async def test_replicas_sharing_redis_deliver_a_key_once(tmp_path: Path,
                                                          redis_url: str) -> None:
     settings = [make_settings(tmp_path / name, redis_url=redis_url) for name in ("a", "b")]
     async with serve_in_loop(settings[0]) as a, serve_in_loop(settings[1]) as b:
-        events_a, events_b = record_events(a), record_events(b)
+        events_a = Events.subscribed(a.sidecar.bus).seen
+        events_b = Events.subscribed(b.sidecar.bus).seen
         assert (await post(a, "1700.000005.9.read", "x")).json()["accepted"] is True
         assert (await post(b, "1700.000005.9.read", "x")).json()["duplicate"] is True
         await a.sidecar.bus.drain()
@@ -109,7 +99,7 @@ async def reply_swallowing_proxy(target_port: int) -> AsyncIterator[tuple[int, l
 @pytest.mark.parametrize("backend", ["busybox", "curl"])
 async def test_a_retry_after_a_lost_answer_is_delivered_once(
         server: RunningSidecar, tmp_path: Path, backend: str) -> None:
-    events = record_events(server)
+    events = Events.subscribed(server.sidecar.bus).seen
     tools = (busybox_path if backend == "busybox" else curl_path)(tmp_path / "bin")
     async with reply_swallowing_proxy(server.settings.port) as (port, connections):
         mtx = MediaMTX(hook_settings(), {"PATH": tools, "NESTMTX_URL": f"http://127.0.0.1:{port}",

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -539,3 +540,20 @@ async def test_a_replica_leaving_does_not_leave_the_others_marked_offline(
         await watcher.expect("nestmtx/status",
                              lambda m: newer_than(seen)(m) and m.payload == b"online")
         assert [m.payload for m in watcher.messages[seen:]] == [b"offline", b"online"]
+
+
+@pytest.mark.parametrize("mqtt_url,loaded", [("", False), ("mqtt://127.0.0.1:1", True)])
+def test_aiomqtt_is_imported_only_when_mqtt_is_configured(tmp_path: Path, mqtt_url: str,
+                                                         loaded: bool) -> None:
+    # A fresh interpreter: this one imported aiomqtt long ago, for these tests.
+    program = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from nestmtx_sidecar.app import Sidecar, create_app\n"
+        "from nestmtx_sidecar.config import Settings, with_generated_secrets\n"
+        f"settings = Settings(data_dir=Path({str(tmp_path)!r}), mqtt_url={mqtt_url!r})\n"
+        "create_app(Sidecar(with_generated_secrets(settings)))\n"
+        "print('aiomqtt' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == str(loaded)

@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import make_settings, serve_in_loop
 from tests.fakes.google import Call, FakeGoogle, camera
-from tests.process_support import enable_cameras, metric, source, until
+from tests.process_support import enable_cameras, metric, source
 from tests.services import (
     ROOT,
     SidecarProcess,
@@ -195,7 +195,7 @@ async def test_lease_holder_killed_hands_refresh_and_extension_over_without_doub
                "NESTMTX_SDM_API_URL": google.sdm_url}
         replicas = [start_sidecar(tmp_path, env), start_sidecar(tmp_path, env)]
         try:
-            await until(lambda: holds_lease(replicas[0]), 15)
+            await wait_until(lambda: holds_lease(replicas[0]), 15)
             holder, other = replicas
             assert not await holds_lease(other)
 
@@ -212,7 +212,7 @@ async def test_lease_holder_killed_hands_refresh_and_extension_over_without_doub
 
             holder.stop(signal.SIGKILL)
             killed_at = time.monotonic()
-            await until(lambda: holds_lease(other), 15)
+            await wait_until(lambda: holds_lease(other), 15)
             assert time.monotonic() - killed_at < 15
             # The survivor keeps the same stream alive: it extends, and refreshes the token.
             await wait_until(lambda: google.count("ExtendRtspStream") == 2, 20)

@@ -16,7 +16,7 @@ from nestmtx_sidecar.camera_details import redact_query
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.modules.cameras import has_dot_segment
 from nestmtx_sidecar.receiver import MAX_BODY
-from tests.conftest import RunningSidecar
+from tests.conftest import Events, RunningSidecar
 from tests.mediamtx import (
     MediaMTX,
     add_camera,
@@ -41,12 +41,7 @@ async def apost(server: RunningSidecar, hook: str, **kwargs: object) -> httpx.Re
 
 
 async def test_aliases_map_to_ready_and_not_ready(server: RunningSidecar) -> None:
-    seen: list[Event] = []
-
-    async def subscriber(event: Event) -> None:
-        seen.append(event)
-
-    server.sidecar.bus.subscribe(subscriber)
+    seen = Events.subscribed(server.sidecar.bus).seen
     for hook in ("available", "unavailable"):
         reply = await apost(server, hook, json_body={"MTX_PATH": "x", "MTX_SOURCE_ID": "s"})
         assert reply.status_code == 202, reply.text

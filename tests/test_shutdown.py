@@ -14,7 +14,7 @@ import socketio
 from cryptography.fernet import Fernet
 
 from tests.fakes.google import FakeGoogle, camera
-from tests.process_support import enable_cameras, source, until
+from tests.process_support import enable_cameras, source
 from tests.services import SidecarProcess, create_database, start_sidecar, wait_until
 
 EXIT_WITHIN = 10.0
@@ -78,7 +78,7 @@ async def test_sigterm_drains_then_stops_every_nest_stream(tmp_path: Path) -> No
             await wait_until(lambda: not google._failures["GenerateRtspStream"])  # arrived
 
             signalled = terminate(replica)
-            await until(lambda: refused(replica), 1.5)  # no new work...
+            await wait_until(lambda: refused(replica), 1.5)  # no new work...
             assert not in_flight.done()
             reply = await in_flight  # ...but the request already taken is answered
             assert reply.status_code == 200 and reply.text.startswith("rtsp "), reply.text

@@ -16,8 +16,7 @@ import socketio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestmtx_sidecar.events import Event
-from tests.conftest import RunningSidecar
+from tests.conftest import Events, RunningSidecar
 from tests.mediamtx import MediaMTX, add_camera, busybox_path, hook_settings
 from tests.services import start_sidecar
 
@@ -41,12 +40,7 @@ async def test_replay_in_firing_order_with_original_time_exactly_once(
     spool_file(spool, base, 10, "read", {"MTX_PATH": "cam", "MTX_READER_ID": "r"})
     spool_file(spool, base, 9, "ready", {"MTX_PATH": "cam", "MTX_QUERY": "q=1"}, pid=99999)
     spool_file(spool, base + 7, 0, "available", {"MTX_PATH": "unknown"})
-    seen: list[Event] = []
-
-    async def subscriber(event: Event) -> None:
-        seen.append(event)
-
-    server.sidecar.bus.subscribe(subscriber)
+    seen = Events.subscribed(server.sidecar.bus).seen
     assert await server.sidecar.receiver.replay_spool(spool) == 4
     await server.sidecar.bus.drain()
     assert [(e.event, e.entity) for e in seen] == [
@@ -98,12 +92,7 @@ BASE = 1_790_000_000_000
 async def test_no_bad_file_stops_the_replay_of_the_files_after_it(
         server: RunningSidecar, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     loop = asyncio.get_running_loop()
-    seen: list[Event] = []
-
-    async def subscriber(event: Event) -> None:
-        seen.append(event)
-
-    server.sidecar.bus.subscribe(subscriber)
+    seen = Events.subscribed(server.sidecar.bus).seen
     pids = itertools.count(1)
 
     async def replay(spool: Path) -> int:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .modules.version import VERSION
+from ..modules.version import VERSION
 
 ONLINE, OFFLINE = "online", "offline"
 COMPONENTS = ("binary_sensor", "sensor")
