@@ -48,8 +48,3 @@ async def source(replica: SidecarProcess, path: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=replica.url, timeout=30) as client:
         return await client.get(f"/hooks/source/{path}",
                                 headers={"Authorization": f"Bearer {replica.hook_secret}"})
-
-
-# tests/test_recovery.py (on main) imports the polling helper under its old name; it is the
-# one wait_until. Drop this line once that import says wait_until.
-until = wait_until

@@ -17,7 +17,7 @@ from socketio import packet as sio_packet
 from nestmtx_sidecar import gateway
 from nestmtx_sidecar.events import Event
 from tests.conftest import RunningSidecar
-from tests.process_support import metric, until
+from tests.process_support import metric
 from tests.services import SidecarProcess, require, require_binary, wait_until
 from tests.tcp_proxy import LoopbackProxy, proxy_to
 from tests.test_fanout import fanout_server  # noqa: F401  (fixture: fast and stock paths)
@@ -71,7 +71,7 @@ async def drop(js: JsClients, proxy: LoopbackProxy,
             return server.sidecar.gateway.connected == 0
         return await metric(server, "nestmtx_connected_sockets") == 0
 
-    await until(gone, 10)
+    await wait_until(gone, 10)
 
 
 @pytest.fixture
