@@ -1,8 +1,39 @@
 // Events: the live `nestmtx:*` feed, filterable by domain, event and camera, pausable.
+// Device events show their picture, fetched once with the bearer token.
 
+import { getBlobUrl } from '../api.js';
 import { byId, el, formatTime, Ring, setText } from '../dom.js';
 
 const KEPT = 500;
+const PICTURES_KEPT = 50; // blob URLs hold the JPEG in memory: the newest only
+
+// Blob URLs of event pictures by their API path, oldest revoked first.
+class Pictures {
+  constructor(session) {
+    this.session = session;
+    this.urls = new Map();
+  }
+
+  url(path) {
+    if (!this.urls.has(path)) {
+      this.urls.set(path, getBlobUrl(path, this.session));
+      while (this.urls.size > PICTURES_KEPT) {
+        const [oldest, url] = this.urls.entries().next().value;
+        this.urls.delete(oldest);
+        url.then((u) => URL.revokeObjectURL(u), () => {});
+      }
+    }
+    return this.urls.get(path);
+  }
+
+  // An <img> that fills in when the picture arrives (and says so if it cannot).
+  image(path, alt) {
+    const img = el('img', { className: 'event-picture', alt, width: 160 });
+    this.url(path).then((url) => { img.src = url; },
+      () => { img.alt = `${alt} (not available)`; });
+    return img;
+  }
+}
 
 function matches(event, { domain, name, camera }) {
   if (domain && event.domain !== domain) return false;
@@ -17,7 +48,8 @@ function matches(event, { domain, name, camera }) {
 }
 
 export class EventsPage {
-  constructor() {
+  constructor({ session }) {
+    this.pictures = new Pictures(session);
     this.events = new Ring(KEPT);
     this.paused = false;
     this.missed = 0;
@@ -84,7 +116,8 @@ export class EventsPage {
   item(event) {
     const details = event.details ?? {};
     const extra = Object.entries(details)
-      .filter(([key]) => !['path', 'name', 'query', 'enabled', 'description'].includes(key))
+      .filter(([key]) => !['path', 'name', 'query', 'enabled', 'description', 'image']
+        .includes(key))
       .map(([key, value]) => `${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}`);
     return el('li', { className: `event event-${event.domain}` },
       el('time', { datetime: event.at }, formatTime(event.at)),
@@ -92,6 +125,9 @@ export class EventsPage {
       details.path ? el('code', { className: 'path' }, details.path) : null,
       details.name ? el('span', { className: 'name' }, details.name) : null,
       details.description ? el('span', { className: 'name' }, details.description) : null,
-      extra.length ? el('span', { className: 'muted details' }, extra.join(' · ')) : null);
+      extra.length ? el('span', { className: 'muted details' }, extra.join(' · ')) : null,
+      typeof details.image === 'string' && details.image.startsWith('/api/cameras/')
+        ? this.pictures.image(details.image, `${details.name ?? 'Camera'}: ${event.event}`)
+        : null);
   }
 }
