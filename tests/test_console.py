@@ -463,6 +463,14 @@ async def test_a_device_event_shows_its_picture(tmp_path: Path) -> None:
                                      arg=await image.element_handle())
         assert await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [96, 64]
         await screenshot(page, "events-picture")
+        # The camera's row shows its last event, with the same picture.
+        await go(page, "Cameras")
+        await expect(page.get_by_text(re.compile(r"^Last event: motion \("))).to_be_visible()
+        last = page.get_by_role("img", name="Porch: last event, motion")
+        await expect(last).to_have_attribute("src", re.compile("^blob:"))
+        await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                     arg=await last.element_handle())
+        assert google.count("image", 200) == 1  # the browser fetched it from the sidecar
         assert errors == []
 
 

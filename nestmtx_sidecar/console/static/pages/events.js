@@ -1,39 +1,9 @@
 // Events: the live `nestmtx:*` feed, filterable by domain, event and camera, pausable.
-// Device events show their picture, fetched once with the bearer token.
+// Device events show their picture.
 
-import { getBlobUrl } from '../api.js';
 import { byId, el, formatTime, Ring, setText } from '../dom.js';
 
 const KEPT = 500;
-const PICTURES_KEPT = 50; // blob URLs hold the JPEG in memory: the newest only
-
-// Blob URLs of event pictures by their API path, oldest revoked first.
-class Pictures {
-  constructor(session) {
-    this.session = session;
-    this.urls = new Map();
-  }
-
-  url(path) {
-    if (!this.urls.has(path)) {
-      this.urls.set(path, getBlobUrl(path, this.session));
-      while (this.urls.size > PICTURES_KEPT) {
-        const [oldest, url] = this.urls.entries().next().value;
-        this.urls.delete(oldest);
-        url.then((u) => URL.revokeObjectURL(u), () => {});
-      }
-    }
-    return this.urls.get(path);
-  }
-
-  // An <img> that fills in when the picture arrives (and says so if it cannot).
-  image(path, alt) {
-    const img = el('img', { className: 'event-picture', alt, width: 160 });
-    this.url(path).then((url) => { img.src = url; },
-      () => { img.alt = `${alt} (not available)`; });
-    return img;
-  }
-}
 
 function matches(event, { domain, name, camera }) {
   if (domain && event.domain !== domain) return false;
@@ -48,8 +18,8 @@ function matches(event, { domain, name, camera }) {
 }
 
 export class EventsPage {
-  constructor({ session }) {
-    this.pictures = new Pictures(session);
+  constructor({ pictures }) {
+    this.pictures = pictures;
     this.events = new Ring(KEPT);
     this.paused = false;
     this.missed = 0;
