@@ -87,7 +87,8 @@ def runtime_python() -> str:
     process that imports socketio. The project itself comes from this tree (PYTHONPATH).
     Built once into bench/.venv and rebuilt when pyproject's dependency list changes.
     """
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"]
     python, stamp = RUNTIME_VENV / "bin" / "python", RUNTIME_VENV / "dependencies.txt"
     wanted = "\n".join(deps)
     if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
@@ -96,6 +97,15 @@ def runtime_python() -> str:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet",
                         "--disable-pip-version-check", *deps], check=True)
         stamp.write_text(wanted)
+    # The project's own metadata, which the `version` module reads (the code itself comes
+    # from PYTHONPATH): what an install would leave, without building this tree.
+    site = next((RUNTIME_VENV / "lib").glob("python*/site-packages"))
+    for old in site.glob("nestmtx_sidecar-*.dist-info"):
+        shutil.rmtree(old)
+    info = site / f"nestmtx_sidecar-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
+                                   f"Version: {project['version']}\n")
     return str(python)
 
 
@@ -147,8 +157,10 @@ async def seed_sidecar(env: dict[str, str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(name: str, workdir: Path) -> AsyncIterator[Server]:
-    """One server process: `node`, `python`, `sidecar` or a sidecar variant."""
+async def serve(name: str, workdir: Path, settings: dict[str, str] | None = None
+                ) -> AsyncIterator[Server]:
+    """One server process: `node`, `python`, `sidecar` or a sidecar variant; `settings`:
+    more NESTMTX_* variables for a sidecar (NESTMTX_REDIS_URL, say)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -165,7 +177,7 @@ async def serve(name: str, workdir: Path) -> AsyncIterator[Server]:
         env.update(NESTMTX_HOST="127.0.0.1", NESTMTX_PORT=str(port), NESTMTX_DATA_DIR=str(data),
                    NESTMTX_ADMIN_PASSWORD=ADMIN_PASSWORD, NESTMTX_LOG_LEVEL="info",
                    NESTMTX_APP_KEY=Fernet.generate_key().decode(),
-                   NESTMTX_HOOK_SECRET="bench-hook-secret")
+                   NESTMTX_HOOK_SECRET="bench-hook-secret", **(settings or {}))
         await seed_sidecar(env)
         argv = ([runtime_python(), "-m", "nestmtx_sidecar", "serve"] if name == "sidecar" else
                 [runtime_python(), str(BENCH / "serve_variant.py"), name])
@@ -211,10 +223,12 @@ class SubscriberProcess:
 
     @classmethod
     async def start(cls, server: Server, sockets: int, subscribe: list[str] | None = None,
-                    node_modules: Path = BENCH / "node_modules") -> SubscriberProcess:
-        """`node_modules`: where socket.io-client is installed (the tests use tests/js's)."""
+                    node_modules: Path = BENCH / "node_modules", recovery: bool = False
+                    ) -> SubscriberProcess:
+        """`node_modules`: where socket.io-client is installed (the tests use tests/js's);
+        `recovery`: the sockets opt in to connection state recovery."""
         options = {"url": server.url, "token": server.token, "sockets": sockets,
-                   "subscribe": subscribe}
+                   "subscribe": subscribe, "recovery": recovery}
         proc = await asyncio.create_subprocess_exec(
             "node", str(BENCH / "subscriber.js"), json.dumps(options),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -257,6 +271,7 @@ class Fleet:
     server: Server
     procs: list[SubscriberProcess] = field(default_factory=list)
     node_modules: Path = BENCH / "node_modules"
+    recovery: bool = False  # every socket opts in to connection state recovery
 
     @property
     def sockets(self) -> int:
@@ -266,7 +281,7 @@ class Fleet:
         while self.sockets < total:
             self.procs.append(await SubscriberProcess.start(
                 self.server, min(PER_PROCESS, total - self.sockets), subscribe,
-                self.node_modules))
+                self.node_modules, self.recovery))
 
     async def reset(self) -> None:
         await asyncio.gather(*(p.ask("reset", "reset") for p in self.procs))

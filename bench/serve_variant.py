@@ -7,12 +7,15 @@ Usage: python bench/serve_variant.py <variant>, configured like `nestmtx-sidecar
   queue          FastManager, packets put on each socket's queue (fast_path=False)
   direct         FastManager, frames built once and corked straight onto transports
                  (what `nestmtx-sidecar serve` runs)
+  pubsub         direct, with events crossing replicas over python-socketio's Redis pub/sub
+                 instead of the Redis stream (how they did before; needs NESTMTX_REDIS_URL)
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import socketio
 import uvicorn
@@ -20,9 +23,10 @@ import uvicorn
 from nestmtx_sidecar.app import Sidecar, create_app
 from nestmtx_sidecar.cli import tune_gc
 from nestmtx_sidecar.config import load_settings, with_generated_secrets
-from nestmtx_sidecar.fanout import FastManager
+from nestmtx_sidecar.fanout import FastManager, emit_in_order
+from nestmtx_sidecar.gateway import EVERYTHING, TOPIC_ROOM
 
-VARIANTS = ("stock-deflate", "stock", "queue", "direct")
+VARIANTS = ("stock-deflate", "stock", "queue", "direct", "pubsub")
 
 
 def main(variant: str) -> None:
@@ -37,6 +41,14 @@ def main(variant: str) -> None:
     elif variant == "queue":
         assert isinstance(sio.manager, FastManager)
         sio.manager.fast_path = False
+    elif variant == "pubsub":
+        assert sidecar.settings.redis_url, "the pubsub variant needs NESTMTX_REDIS_URL"
+
+        async def over_pubsub(topics: tuple[str, ...], payload: dict[str, Any]) -> None:
+            await emit_in_order(sio, [(topic, payload, [EVERYTHING, TOPIC_ROOM + topic])
+                                      for topic in topics])
+
+        sidecar.event_log.append = over_pubsub  # type: ignore[method-assign]
     app = create_app(sidecar)
     tune_gc()  # as `serve` does: only the fan-out step differs between variants
     uvicorn.run(app, host=sidecar.settings.host, port=sidecar.settings.port,

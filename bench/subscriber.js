@@ -1,7 +1,8 @@
 // Load generator: N socket.io-client sockets (websocket transport, as a real client
 // negotiates) in one process, counting and checking the camera events they receive.
 // Usage: node subscriber.js '<json options>'  with options
-//   {url, token?, sockets, subscribe?: [topics]}
+//   {url, token?, sockets, subscribe?: [topics], recovery?: true (opt in to connection state
+//   recovery: each event then carries its offset as an extra last argument)}
 // Events carry MTX_QUERY "seq=<n>&t=<unix ms>" (back in details.query); per socket, topic
 // and path the seq must run 0, 1, 2, ... (exactly once, in publish order).
 // stdout: one JSON line per message: {status: "ready"} once every socket is connected
@@ -54,7 +55,8 @@ function connect(sub) {
   return new Promise((resolve, reject) => {
     const socket = io(options.url, {
       transports: ["websocket"], reconnection: false, forceNew: true,
-      auth: options.token ? { token: options.token } : {},
+      auth: { ...(options.token ? { token: options.token } : {}),
+              ...(options.recovery ? { recovery: true } : {}) },
     });
     sub.socket = socket;
     socket.onAny((topic, payload) => onEvent(sub, topic, payload));

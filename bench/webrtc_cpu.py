@@ -1,29 +1,45 @@
-"""CPU per WebRTC camera: this sidecar's pass-through vs. NestMTX's double ffmpeg transcode.
+"""CPU per WebRTC camera: pass-through, `aac`, N cameras at once, against NestMTX's transcode.
 
-    python bench/webrtc_cpu.py [--seconds 30]
+    python bench/webrtc_cpu.py [--seconds 30] [--cameras 4] [--native]
 
-Makes a 1080p30 H.264 + Opus clip, plays it from the fake Nest peer (in this process) to a
-WebRtcPublisher running in a child process (its CPU alone is measured), which publishes to
-`ffmpeg -rtsp_flags listen` on loopback. Then transcodes the same clip the way NestMTX does
-(re-encode to 1080p/10 fps/100 kb/s, then again to publish) and prints both, per minute of
-stream, with the ratio. Loopback only: ICE is restricted to 127.0.0.1 in both processes.
+Makes a 1080p30 4 Mb/s H.264 + Opus clip and plays it from fake Nest peers (in this process)
+to WebRtcPublishers running in a child process (its CPU alone is measured), each publishing
+to its own `ffmpeg -rtsp_flags listen` on loopback. Rows, all from one run:
+  - pass-through (audio `opus`) and `aac`, one camera: CPU s per camera-minute;
+  - with `--cameras N` (N > 1): N cameras at once in one child, CPU per camera, and the p99 of
+    hook-to-Socket.IO latency with the N streaming vs idle: the child then also serves the
+    real sidecar on the same event loop, and bench/run.py's poster and socket.io-client
+    subscriber measure it;
+  - with `--native`: GStreamer's webrtcbin (bench/native_webrtc.py, Debian's PyGObject under
+    /usr/bin/python3) fed by the same fake peer, depayloading and parsing the same streams
+    (not muxing them to RTSP: see that file for why), the floor the pass-through is held to;
+  - NestMTX's double ffmpeg transcode of the same clip.
+Loopback only: ICE is restricted to 127.0.0.1 in every process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+LATENCY_EVENTS = 500
+LATENCY_RATE = 50.0  # hook POSTs per second: steady, far below capacity
 
 
 def _loopback_only() -> None:
@@ -32,51 +48,139 @@ def _loopback_only() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
-def _publisher(url: str, seconds: float, conn: Connection) -> None:
-    """Child process: the sidecar's side; sends its CPU seconds and frame count back."""
+def _publishers(urls: list[str], audio: str, env: dict[str, str] | None,
+                conn: Connection) -> None:
+    """Child process: the sidecar's side, one publisher per URL, and the sidecar itself if
+    `env` is given. Streams from "streaming" until the parent says "stop", then sends back
+    its CPU seconds, the wall time and each publisher's video frame count."""
     _loopback_only()
+    from nestmtx_sidecar.config import load_settings
     from nestmtx_sidecar.nest.webrtc import WebRtcPublisher
+    from tests.conftest import serve_in_loop
 
     async def run() -> None:
-        async def generate(offer: str):  # type: ignore[no-untyped-def]
-            conn.send(offer)
-            return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        loop = asyncio.get_running_loop()
 
-        publisher = WebRtcPublisher(url)
-        await publisher.start(generate)
-        cpu0, t0, frames0 = time.process_time(), time.monotonic(), publisher.stats.video_frames
-        await asyncio.sleep(seconds)
-        cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
-        frames = publisher.stats.video_frames - frames0
-        await publisher.stop()
+        async def generate(offer: str) -> Any:
+            conn.send(offer)
+            return await loop.run_in_executor(None, conn.recv)
+
+        server = serve_in_loop(load_settings(environ=env)) if env else contextlib.nullcontext()
+        async with server:
+            publishers = [WebRtcPublisher(url, audio=audio) for url in urls]
+            for publisher in publishers:  # one offer at a time over the one pipe
+                await publisher.start(generate)
+            frames0 = [p.stats.video_frames for p in publishers]
+            cpu0, t0 = time.process_time(), time.monotonic()
+            conn.send("streaming")
+            await loop.run_in_executor(None, conn.recv)  # "stop"
+            cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+            frames = [p.stats.video_frames - f for p, f in zip(publishers, frames0, strict=True)]
+            for publisher in publishers:
+                await publisher.stop()
         conn.send((cpu, wall, frames))
 
     asyncio.run(run())
 
 
-async def _pass_through(clip: Path, seconds: float, workdir: Path) -> tuple[float, float, int]:
-    from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
-    from tests.services import free_port
+@dataclass
+class Run:
+    cpu: float
+    wall: float
+    frames: list[int]
+    p99_ms: float | None = None
 
-    port = free_port()
-    url = f"rtsp://127.0.0.1:{port}/cam"
-    receiver = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-loglevel", "error", "-y", "-rtsp_flags", "listen", "-i", url,
-        "-c", "copy", "-f", "mpegts", str(workdir / "out.ts"))
-    await asyncio.sleep(1)  # let ffmpeg listen
-    fake = FakeNestWebRtc(Clip.load(clip))
-    parent, child = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(
-        target=_publisher, args=(url, seconds, child))
-    process.start()
-    loop = asyncio.get_running_loop()
-    offer = await loop.run_in_executor(None, parent.recv)
-    parent.send(await fake.generate(offer))
-    result = await loop.run_in_executor(None, parent.recv)
-    process.join()
-    await fake.close()
-    await asyncio.wait_for(receiver.wait(), 10)
-    return result
+    @property
+    def per_camera_minute(self) -> float:
+        return self.cpu / self.wall * 60 / max(len(self.frames), 1)
+
+    @property
+    def fps(self) -> float:
+        return sum(self.frames) / self.wall / max(len(self.frames), 1)
+
+
+@contextlib.asynccontextmanager
+async def _receivers(workdir: Path, count: int) -> AsyncIterator[list[Any]]:
+    from tests.test_webrtc import rtsp_receiver
+
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(rtsp_receiver(workdir, f"cam{n}"))
+               for n in range(count)]
+
+
+async def _measure(clip: Path, workdir: Path, *, cameras: int, audio: str = "opus",
+                   seconds: float, latency: bool = False) -> Run:
+    """`cameras` publishers (0: the sidecar alone) for `seconds`, or for the latency run."""
+    from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+
+    env = await _sidecar_env(workdir) if latency else None
+    source = Clip.load(clip)
+    async with _receivers(workdir, cameras) as receivers:
+        fakes = [FakeNestWebRtc(source) for _ in receivers]
+        parent, child = multiprocessing.Pipe()
+        process = multiprocessing.get_context("spawn").Process(
+            target=_publishers, args=([r.url for r in receivers], audio, env, child))
+        process.start()
+        loop = asyncio.get_running_loop()
+        try:
+            for fake in fakes:
+                offer = await loop.run_in_executor(None, parent.recv)
+                parent.send(await fake.generate(offer))
+            assert await loop.run_in_executor(None, parent.recv) == "streaming"
+            p99 = await _latency(env, process.pid) if env else None
+            if not latency:
+                await asyncio.sleep(seconds)
+            parent.send("stop")
+            cpu, wall, frames = await loop.run_in_executor(None, parent.recv)
+        finally:
+            await loop.run_in_executor(None, process.join, 30)
+            for fake in fakes:
+                await fake.close()
+    return Run(cpu, wall, frames, p99)
+
+
+async def _sidecar_env(workdir: Path) -> dict[str, str]:
+    """The settings bench/run.py gives its sidecar, with its seeded camera rows."""
+    from cryptography.fernet import Fernet
+
+    from bench.run import ADMIN_PASSWORD, free_port, seed_sidecar
+
+    data = workdir / f"sidecar-{time.monotonic_ns()}"
+    data.mkdir(mode=0o700)
+    env = {**os.environ, "NESTMTX_HOST": "127.0.0.1", "NESTMTX_PORT": str(free_port()),
+           "NESTMTX_DATA_DIR": str(data), "NESTMTX_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           "NESTMTX_LOG_LEVEL": "warning", "NESTMTX_APP_KEY": Fernet.generate_key().decode(),
+           "NESTMTX_HOOK_SECRET": "bench-hook-secret"}
+    await seed_sidecar(env)
+    return env
+
+
+async def _latency(env: dict[str, str], pid: int) -> float | None:
+    """bench/run.py's latency scenario against the child's sidecar: one JS subscriber."""
+    import httpx
+
+    from bench.run import ADMIN_PASSWORD, Fleet, Server, latency, wait_healthy
+
+    class _Child:  # what Server needs of a process: its pid, and that it is running
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def poll(self) -> None:
+            return None
+
+    url = f"http://127.0.0.1:{env['NESTMTX_PORT']}"
+    await wait_healthy(url, "/healthz", _Child(pid))  # type: ignore[arg-type]
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(url + "/api/auth", json={"username": "admin",
+                                                           "password": ADMIN_PASSWORD})
+    token = reply.raise_for_status().json()["bearer"]
+    server = Server("sidecar", url, _Child(pid), token)  # type: ignore[arg-type]
+    fleet = Fleet(server, node_modules=ROOT / "tests" / "js" / "node_modules")
+    try:
+        await fleet.grow_to(1)
+        return (await latency(fleet, LATENCY_EVENTS, LATENCY_RATE))["p99_ms"]
+    finally:
+        await fleet.stop()
 
 
 def _transcode_nestmtx(clip: Path, workdir: Path) -> float:
@@ -92,28 +196,59 @@ def _transcode_nestmtx(clip: Path, workdir: Path) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+async def _bench(args: argparse.Namespace, workdir: Path, clip: Path) -> list[str]:
+    seconds = args.seconds
+    passthrough = await _measure(clip, workdir, cameras=1, seconds=seconds)
+    aac = await _measure(clip, workdir, cameras=1, audio="aac", seconds=seconds)
+    base = passthrough.per_camera_minute
+    rows = [f"pass-through, 1 camera:   {passthrough.per_camera_minute:5.2f} CPU s per "
+            f"camera-minute ({passthrough.fps:.1f} frames/s in)",
+            f"aac audio, 1 camera:      {aac.per_camera_minute:5.2f} CPU s per camera-minute "
+            f"({aac.per_camera_minute / base:.2f}x pass-through)"]
+    if args.native:
+        from bench.native_webrtc import measure_native
+
+        native = await measure_native(clip, seconds)
+        rows.append(f"native webrtcbin floor:   {native.per_camera_minute:5.2f} CPU s per "
+                    f"camera-minute ({native.fps:.1f} frames/s); pass-through is "
+                    f"{base / native.per_camera_minute:.2f}x native, aac "
+                    f"{aac.per_camera_minute / native.per_camera_minute:.2f}x")
+    if args.cameras > 1:
+        many = await _measure(clip, workdir, cameras=args.cameras, seconds=seconds)
+        rows.append(f"pass-through, {args.cameras} cameras:  {many.per_camera_minute:5.2f} CPU s "
+                    f"per camera-minute ({many.per_camera_minute / base:.2f}x one camera), "
+                    f"frames/s in per camera {min(many.frames) / many.wall:.1f} (lowest)")
+        idle = await _measure(clip, workdir, cameras=0, seconds=seconds, latency=True)
+        busy = await _measure(clip, workdir, cameras=args.cameras, seconds=seconds,
+                              latency=True)
+        rows.append(f"hook -> Socket.IO p99:    {idle.p99_ms} ms idle, {busy.p99_ms} ms with "
+                    f"{args.cameras} cameras streaming ({LATENCY_EVENTS} hooks at "
+                    f"{LATENCY_RATE:g}/s)")
+    transcode = _transcode_nestmtx(clip, workdir) / 10 * 60  # the clip is 10 s long
+    rows.append(f"NestMTX double transcode: {transcode:5.2f} CPU s per camera-minute "
+                f"({transcode / base:.0f}x pass-through)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--cameras", type=int, default=1,
+                        help="also measure this many cameras at once, and hook latency")
+    parser.add_argument("--native", action="store_true",
+                        help="also measure GStreamer webrtcbin (Debian's python3-gi)")
     args = parser.parse_args()
     _loopback_only()
+    from tests.fakes.nest_webrtc import make_clip
+
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         clip = workdir / "clip.ts"
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                        "testsrc2=size=1920x1080:rate=30", "-f", "lavfi", "-i",
-                        "sine=frequency=440:sample_rate=48000", "-t", "10", "-c:v", "libx264",
-                        "-profile:v", "baseline", "-preset", "veryfast", "-b:v", "4M", "-g", "60",
-                        "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "libopus", "-ac", "2",
-                        "-f", "mpegts", str(clip)], check=True)
-        cpu, wall, frames = asyncio.run(_pass_through(clip, args.seconds, workdir))
-        transcode = _transcode_nestmtx(clip, workdir)
-    ours = cpu / wall * 60
-    theirs = transcode / 10 * 60  # the clip is 10 s long
-    print(f"pass-through (this sidecar): {frames / wall:.1f} frames/s in, "
-          f"{ours:.2f} CPU s per minute of 1080p30 stream")
-    print(f"NestMTX double transcode:    {theirs:.2f} CPU s per minute of the same stream")
-    print(f"ratio: transcoding costs {theirs / ours:.0f}x the pass-through")
+        make_clip(clip, size="1920x1080", fps=30, seconds=10, gop=60, bitrate="4M",
+                  preset="veryfast")
+        rows = asyncio.run(_bench(args, workdir, clip))
+    print(f"1080p30 4 Mb/s H.264 + Opus, {args.seconds:g} s per row, {os.cpu_count()} cores")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

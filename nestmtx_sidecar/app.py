@@ -24,6 +24,7 @@ from starlette.routing import Route
 from .config import Settings
 from .console import Console
 from .dispatch import Dispatcher
+from .event_log import EventLog, MemoryLog, RedisStreamLog
 from .events import EventBus
 from .fanout import FastManager, fast_manager_class
 from .gateway import Gateway
@@ -43,6 +44,7 @@ from .modules.users import Users
 from .modules.version import VERSION, Version
 from .nest.service import Nest
 from .receiver import HookReceiver
+from .recovery import MemorySessions, RedisSessions, Sessions
 from .security import PasswordHasher, Redactor, SecretBox
 from .store import Store, users
 
@@ -85,10 +87,16 @@ class Sidecar:
             self.auth, Users(self.store, self.auth, self.hasher), self.cameras, self.credentials,
             Health(checks, self._status), Version(), ConsoleSettings(settings),
         ])
+        # Events cross replicas in a Redis stream (ordered, replayable); logs and other emits
+        # on python-socketio's Redis pub/sub (best effort).
         manager = (fast_manager_class(socketio.AsyncRedisManager)(settings.redis_url)
                    if settings.redis_url else FastManager())
+        self.event_log: EventLog = (RedisStreamLog(self.redis) if self.redis is not None
+                                    else MemoryLog())
+        self.sessions: Sessions = (RedisSessions(self.redis) if self.redis is not None
+                                   else MemorySessions())
         self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager,
-                               settings.trusted_proxy_networks)
+                               settings.trusted_proxy_networks, self.event_log, self.sessions)
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
                          self.credentials, self.auth, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
@@ -113,10 +121,13 @@ class Sidecar:
                            "keeps alive", lambda: self.nest.streams.live)
         self.metrics.lease("nest", lambda: self.nest.lease.held)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._log_reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.migrate()
         await self._ensure_admin()
+        await self.event_log.open()  # before anything publishes: it is where reading starts
+        self._log_reader = asyncio.create_task(self.event_log.run())
         self._spawn(self.log_stream.run(self.gateway.send_logs))
         self._spawn(self.gateway.sweep_tokens())
         await self.nest.start()  # before spool replay: a spooled unDemand stops a resumed stream
@@ -140,6 +151,9 @@ class Sidecar:
                 logger.warning("background task %s did not stop in time", task.get_coro())
         self._tasks.clear()
         await self.bus.stop(BUS_STOP_SECONDS)  # then MQTT's outbox takes the last events
+        if self._log_reader is not None:  # and the event log, which other replicas read
+            self._log_reader.cancel()
+            await asyncio.wait([self._log_reader], timeout=TASK_STOP_SECONDS)
         if self.mqtt is not None:  # and `offline` goes out while everything still works
             await self.mqtt.stop()
         await self.nest.stop()

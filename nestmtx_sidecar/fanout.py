@@ -15,6 +15,10 @@ managers, and changes only how an already-encoded packet reaches each local sock
 - `emit_each` takes several emits (an event's three topics, a burst of log lines) in one
   pass: each socket is checked once and gets the frames meant for it as one piece;
 - deliveries run one at a time, so every socket sees the same order even when one yields.
+- `deliver_local` takes events from the event log, which reaches every node by itself:
+  sockets resuming missed events (connection state recovery) get a second variant of the
+  frames, with the event's offset as last argument, built only when one of them is a
+  recipient; every other socket gets the very frames it would get without recovery.
 
 Every socket has a bound: a client whose queue or write buffer passes it is disconnected
 and counted instead of growing memory without limit. The fast path is tied to the engine.io
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, cast
 
@@ -36,6 +41,8 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as engineio_asgi
 from socketio import packet as sio_packet
 from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from .event_log import Offset
 
 logger = logging.getLogger(__name__)
 
@@ -188,31 +195,54 @@ class FastManager(socketio.AsyncManager):
             for event, data, rooms in emits:
                 await self.emit(event, data, namespace, room=rooms)
             return
-        targets: dict[str, tuple[int, ...]] = {}  # room -> the emits it receives, in order
-        for index, (_, _, rooms) in enumerate(emits):
-            for room in rooms:
-                targets[room] = (*targets.get(room, ()), index)
-        await self._deliver(cast(list[str], packets), namespace, targets, None)
+        await self._deliver(cast(list[str], packets), namespace, _targets(emits), None)
 
-    def _encode(self, event: str, data: Any, namespace: str) -> str | None:
+    def _encode(self, event: str, data: Any, namespace: str, *extra: str) -> str | None:
         """The packet every recipient gets; None when it has binary attachments."""
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
         encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+            sio_packet.EVENT, namespace=namespace, data=[event, *args, *extra]).encode()
         return None if isinstance(encoded, list) else encoded
 
+    def _tagged_packet(self, event: str, data: Any, key: str, namespace: str) -> Any:
+        encoded = self._encode(event, data, namespace, key)
+        if encoded is None:
+            raise ValueError("binary data cannot take the local fan-out")
+        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+
+    async def deliver_local(self, emits: Sequence[tuple[str, Any, list[str]]],
+                            tagged: Tagged | None = None, namespace: str = "/") -> None:
+        """`emit_each` to this node's sockets only, whatever the manager: for emits that reach
+        every node another way (the event log). `tagged`: the variant for recovering sockets."""
+        packets = [self._encode(event, data, namespace) for event, data, _ in emits]
+        if None in packets:
+            raise ValueError("binary data cannot take the local fan-out")
+        await self._deliver(cast(list[str], packets), namespace, _targets(emits), None, tagged)
+
+    def send_now(self, sid: str, packets: Sequence[tuple[str, Any, str]],
+                 namespace: str = "/") -> None:
+        """(event, data, offset) packets to one socket at once, ahead of any later delivery."""
+        socket = self._open_socket(self.eio_sid_from_sid(sid, namespace))
+        if socket is None or not packets:
+            return
+        eio_pkts = [self._tagged_packet(event, data, key, namespace)
+                    for event, data, key in packets]
+        self._put(sid, namespace, socket, eio_pkts, range(len(eio_pkts)), {}, None)
+
     async def _deliver(self, packets: list[str], namespace: str,
-                       targets: dict[Any, tuple[int, ...]], skip_sid: Any) -> None:
+                       targets: dict[Any, tuple[int, ...]], skip_sid: Any,
+                       tagged: Tagged | None = None) -> None:
         """Each socket in the target rooms gets the packets its rooms call for, in order, once.
 
         One delivery at a time: one that yields mid-way must finish before the next starts,
         or sockets later in its loop would get the next packets first.
         """
         async with self._order:
-            await self._deliver_now(packets, namespace, targets, skip_sid)
+            await self._deliver_now(packets, namespace, targets, skip_sid, tagged)
 
     async def _deliver_now(self, packets: list[str], namespace: str,
-                           targets: dict[Any, tuple[int, ...]], skip_sid: Any) -> None:
+                           targets: dict[Any, tuple[int, ...]], skip_sid: Any,
+                           tagged: Tagged | None) -> None:
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         recipients: dict[str, tuple[str, tuple[int, ...]]] = {}
         for room, indices in targets.items():
@@ -221,34 +251,55 @@ class FastManager(socketio.AsyncManager):
                 if known is not None and known[1] != indices:  # in several target rooms
                     indices = tuple(sorted({*known[1], *indices}))
                 recipients[eio_sid] = (sid, indices)
-        eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in packets]
-        pieces: dict[tuple[int, ...], bytes] = {}  # frames built once per combination
-        sockets = self.server.eio.sockets
+        plain = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in packets]
+        variants = [plain]
+        pieces: dict[Any, bytes] = {}  # frames built once per (variant, packets) combination
         for eio_sid, (sid, indices) in recipients.items():
             if sid in skip:
                 continue
-            socket = sockets.get(eio_sid)
-            if socket is None or socket.closed or socket.closing:
+            kind = 0
+            if tagged is not None and sid in tagged.sockets:
+                if tagged.sockets[sid] >= tagged.offset:
+                    continue  # it had this one in its replay
+                if len(variants) == 1:
+                    variants.append([self._tagged_packet(event, data, tagged.key, namespace)
+                                     for event, data, _ in tagged.emits])
+                kind = 1
+            socket = self._open_socket(eio_sid)
+            if socket is None:
                 continue
-            transport = self._direct_transport(socket)
-            if transport is not None:
-                if self._cork.buffered(transport) > MAX_WRITE_BUFFER:
-                    self._overflow(sid, namespace, socket)
-                    continue
-                piece = pieces.get(indices)
-                if piece is None:
-                    piece = pieces[indices] = b"".join(
-                        text_frame(eio_pkts[i].encode().encode()) for i in indices)
-                self._cork.write(transport, piece, len(indices))
-                self.direct_writes += len(indices)
-            elif socket.queue.qsize() + len(indices) > MAX_QUEUED_PACKETS:
-                self._overflow(sid, namespace, socket)
-            else:
-                for i in indices:
-                    socket.queue.put_nowait(eio_pkts[i])
-                self.queued_writes += len(indices)
+            self._put(sid, namespace, socket, variants[kind], indices, pieces, (kind, indices))
             if self._cork.frames >= YIELD_EVERY:
                 await asyncio.sleep(0)
+
+    def _open_socket(self, eio_sid: str | None) -> Any:
+        socket = self.server.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed or socket.closing:
+            return None
+        return socket
+
+    def _put(self, sid: str, namespace: str, socket: Any, eio_pkts: list[Any],
+             indices: Sequence[int], pieces: dict[Any, bytes], key: Any) -> None:
+        """Packets `indices` of `eio_pkts` to one socket: as frames straight to its transport
+        when that keeps its order (built once per `key` in `pieces`), else on its engine.io
+        queue; a socket past its bound is cut loose."""
+        transport = self._direct_transport(socket)
+        if transport is not None:
+            if self._cork.buffered(transport) > MAX_WRITE_BUFFER:
+                self._overflow(sid, namespace, socket)
+                return
+            piece = pieces.get(key)
+            if piece is None:
+                piece = pieces[key] = b"".join(
+                    text_frame(eio_pkts[i].encode().encode()) for i in indices)
+            self._cork.write(transport, piece, len(indices))
+            self.direct_writes += len(indices)
+        elif socket.queue.qsize() + len(indices) > MAX_QUEUED_PACKETS:
+            self._overflow(sid, namespace, socket)
+        else:
+            for i in indices:
+                socket.queue.put_nowait(eio_pkts[i])
+            self.queued_writes += len(indices)
 
     def _direct_transport(self, socket: Any) -> Any:
         """The transport to write frames to, if writing directly keeps the socket's order."""
@@ -276,11 +327,43 @@ class FastManager(socketio.AsyncManager):
         self.server.start_background_task(self.server.disconnect, sid, namespace=namespace)
 
 
+def _targets(emits: Sequence[tuple[str, Any, list[str]]]) -> dict[str, tuple[int, ...]]:
+    """room -> the emits it receives, in order."""
+    targets: dict[str, tuple[int, ...]] = {}
+    for index, (_, _, rooms) in enumerate(emits):
+        for room in rooms:
+            targets[room] = (*targets.get(room, ()), index)
+    return targets
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """For sockets that resume (connection state recovery): the same emits with the event's
+    offset as last argument, encoded only if one of those sockets is a recipient."""
+
+    emits: Sequence[tuple[str, Any, list[str]]]
+    offset: Offset
+    key: str  # the offset as the client sees it
+    sockets: Mapping[str, Offset]  # sid -> the offset up to which it already has every event
+
+
 def fast_manager_class(base: type[socketio.AsyncManager]) -> type[socketio.AsyncManager]:
     """`base` (e.g. AsyncRedisManager) with FastManager's local delivery under it."""
     if base is socketio.AsyncManager:
         return FastManager
     return type(f"Fast{base.__name__}", (base, FastManager), {})
+
+
+async def emit_logged(sio: socketio.AsyncServer, emits: Sequence[tuple[str, Any, list[str]]],
+                      tagged: Tagged | None, namespace: str = "/") -> None:
+    """Emits the event log brings to every node: to this node's sockets only."""
+    if isinstance(sio.manager, FastManager):
+        await sio.manager.deliver_local(emits, tagged, namespace)
+        return
+    # python-socketio's own single-node manager (bench/serve_variant.py's baselines): no
+    # socket resumes there (the gateway offers recovery with FastManager only).
+    for event, data, rooms in emits:
+        await sio.emit(event, data, to=rooms, namespace=namespace)
 
 
 async def emit_in_order(sio: socketio.AsyncServer, emits: Sequence[tuple[str, Any, list[str]]],

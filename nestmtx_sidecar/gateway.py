@@ -1,4 +1,9 @@
-"""Socket.IO door: token-checked connections, `request` dispatch, events and logs out."""
+"""Socket.IO door: token-checked connections, `request` dispatch, events and logs out.
+
+Events go out through the event log (event_log.py), which numbers them; sockets that opt
+in to connection state recovery (recovery.py) get the numbers, and what they missed when
+they come back.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,20 @@ import socketio
 from . import client_address
 from .dispatch import Dispatcher
 from .errors import Invalid, Unauthorized
+from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
 from .events import Event
-from .fanout import emit_in_order
+from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged, emit_in_order, emit_logged
 from .modules import Caller
 from .modules.auth import Auth
+from .recovery import (
+    MAX_PID_LENGTH,
+    MemorySessions,
+    RecoveringServer,
+    Session,
+    Sessions,
+    wants_recovery,
+)
+from .security import new_token
 from .store import utcnow
 
 logger = logging.getLogger(__name__)
@@ -29,6 +44,8 @@ MAX_TOPIC_LENGTH = 200
 TOKEN_SWEEP_SECONDS = 10.0
 DROP_GRACE_SECONDS = 0.5  # a socket that revoked its own token gets its answer this long
 NAMESPACE = "/"
+# Missed frames a resuming socket may be sent: what fits its queue (the CONNECT reply too).
+MAX_REPLAY = MAX_QUEUED_PACKETS - 1
 _REVOKED = Unauthorized("This socket's token was revoked or has expired")
 
 # The socket and request running in this task, so a revocation knows its own cause.
@@ -52,14 +69,25 @@ class Gateway:
     """Owns the python-socketio server; knows nothing of where events come from."""
 
     def __init__(self, auth: Auth, dispatcher: Dispatcher, recent_logs: Any,
-                 client_manager: socketio.AsyncManager | None = None,
-                 trusted_proxies: Sequence[client_address.Network] = ()) -> None:
+                 client_manager: FastManager | None = None,
+                 trusted_proxies: Sequence[client_address.Network] = (),
+                 log: EventLog | None = None, sessions: Sessions | None = None) -> None:
         self._auth = auth
         self._dispatcher = dispatcher
         self._recent_logs = recent_logs
         self._trusted_proxies = trusted_proxies
-        self.sio = socketio.AsyncServer(
-            async_mode="asgi", cors_allowed_origins="*", client_manager=client_manager,
+        self._log = MemoryLog() if log is None else log
+        self._log.deliver_to(self._deliver)
+        # `is None`: an empty store is falsy.
+        self._sessions = MemorySessions() if sessions is None else sessions
+        # Sockets that opted in to recovery: sid -> (pid, where its session began) ...
+        self._resumable: dict[str, tuple[str, Offset]] = {}
+        # ... and sid -> the offset up to which it has every event (replayed or live).
+        self._through: dict[str, Offset] = {}
+        self.sio = RecoveringServer(
+            lambda sid: self._resumable[sid][0] if sid in self._resumable else None,
+            async_mode="asgi", cors_allowed_origins="*",
+            client_manager=FastManager() if client_manager is None else client_manager,
             logger=False, engineio_logger=False,
         )
         self._callers: dict[str, Caller] = {}  # sockets whose token is valid, and only those
@@ -82,10 +110,15 @@ class Gateway:
         return len(self._callers)
 
     async def publish(self, event: Event) -> None:
-        """Bus subscriber: one event out under its three topics, to authenticated sockets."""
-        payload = event.payload()
-        await emit_in_order(self.sio, [(topic, payload, [EVERYTHING, TOPIC_ROOM + topic])
-                                       for topic in event.topics])
+        """Bus subscriber: the event into the log, which delivers it on every replica."""
+        await self._log.append(event.topics, event.payload())
+
+    async def _deliver(self, entry: Entry) -> None:
+        """One logged event out under its three topics, to this replica's sockets."""
+        emits = [(topic, entry.payload, [EVERYTHING, TOPIC_ROOM + topic])
+                 for topic in entry.topics]
+        tagged = Tagged(emits, entry.offset, entry.key, self._through) if self._through else None
+        await emit_logged(self.sio, emits, tagged)
 
     async def send_logs(self, entries: list[dict[str, Any]]) -> None:
         await emit_in_order(self.sio, [("log", entry, [EVERYTHING, TOPIC_ROOM + "log"])
@@ -103,8 +136,13 @@ class Gateway:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         revoked: set[int] = set()
         self._connecting.append(revoked)
+        # Replay needs FastManager; python-socketio's own managers (bench baselines) cannot.
+        recovery = wants_recovery(environ, auth) and isinstance(self.sio.manager, FastManager)
         try:
-            caller = await self._auth.authenticate(token_from_handshake(environ, auth))
+            try:
+                caller = await self._auth.authenticate(token_from_handshake(environ, auth))
+            finally:  # a session offered with a refused token is spent all the same
+                session = await self._take_session(auth) if recovery else None
         except Unauthorized as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         finally:
@@ -112,17 +150,59 @@ class Gateway:
         if caller.token_id in revoked:  # revoked while we were checking it
             raise socketio.exceptions.ConnectionRefusedError("Invalid or revoked token")
         # From here to the end, no await: a revocation either came before (refused above)
-        # or finds the socket in `_callers` and takes it out of the rooms entered here.
+        # or finds the socket in `_callers` and takes it out of the rooms entered here; and
+        # no event is logged between the replay of what it missed and its entering the rooms.
         self._callers[sid] = caller
         self._addresses[sid] = client_address.from_scope(environ.get("asgi.scope", {}),
                                                          self._trusted_proxies)
-        for room in (AUTHENTICATED, EVERYTHING):
+        topics: tuple[str, ...] | None = None
+        resumed = self._resume(sid, caller, session, auth) if session is not None else None
+        if resumed is not None:
+            topics = resumed.topics
+        elif recovery:
+            start = self._log.window.last
+            self._resumable[sid] = (new_token(), start)
+            self._through[sid] = start
+        rooms = [AUTHENTICATED, EVERYTHING] if topics is None else [
+            AUTHENTICATED, *(TOPIC_ROOM + topic for topic in topics)]
+        for room in rooms:
             self.sio.manager.basic_enter_room(sid, NAMESPACE, room)
         delay = (caller.expires_at - utcnow()).total_seconds()
         loop = asyncio.get_running_loop()
         self._expiry_timers[sid] = loop.call_later(max(delay, 0), self._revoke, sid)
-        # Runs after the CONNECT packet is queued, so the client sees these as events.
-        self._background(self._replay_logs(sid))
+        if resumed is None:  # a resumed socket had these lines before it dropped
+            # Runs after the CONNECT packet is queued, so the client sees these as events.
+            self._background(self._replay_logs(sid))
+
+    async def _take_session(self, auth: Any) -> Session | None:
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH:
+            return None
+        return await self._sessions.take(pid)
+
+    def _resume(self, sid: str, caller: Caller, session: Session, auth: dict[str, Any]
+                ) -> Session | None:
+        """The session back, and what it missed sent, if it is the caller's and still whole."""
+        if session.user_id != caller.user_id:
+            return None
+        offset = parse_offset(auth["offset"]) if "offset" in auth else session.start
+        if offset is None:
+            return None
+        since = max(offset, session.start)  # an offset from an older session replays less
+        missed = self._log.window.after(since)
+        if missed is None:
+            return None  # some of it is no longer kept: the client starts afresh
+        frames = [(topic, entry.payload, entry.key) for entry in missed
+                  for topic in entry.topics if session.topics is None or topic in session.topics]
+        if len(frames) > MAX_REPLAY:
+            return None  # more than a socket may have waiting: it starts afresh instead
+        manager = self.sio.manager
+        assert isinstance(manager, FastManager)  # recovery is offered with it only
+        manager.send_now(sid, frames)
+        self._resumable[sid] = (session.pid, session.start)
+        # Its client may have seen events this replica has not read from Redis yet.
+        self._through[sid] = max(self._log.window.last, since)
+        return session
 
     async def _replay_logs(self, sid: str) -> None:
         for entry in list(self._recent_logs):
@@ -131,7 +211,9 @@ class Gateway:
             await self.sio.emit("log", entry, to=sid)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self._callers.pop(sid, None)
+        caller = self._callers.pop(sid, None)
+        resumable = self._resumable.pop(sid, None)
+        self._through.pop(sid, None)
         self._addresses.pop(sid, None)
         timer = self._expiry_timers.pop(sid, None)
         if timer:
@@ -139,6 +221,12 @@ class Gateway:
         answering = self._answering.pop(sid, None)
         if answering:
             answering[1].cancel()
+        if caller is not None and resumable is not None:  # a revoked socket resumes nothing
+            # Its rooms are left only after this handler: they are what it gets back.
+            topics = (None if EVERYTHING in self.sio.rooms(sid, NAMESPACE)
+                      else tuple(self._topics(sid)))
+            await self._sessions.save(Session(resumable[0], caller.user_id, topics,
+                                              resumable[1]))
 
     async def _on_request(self, sid: str, *args: Any) -> Any:
         caller = self._callers.get(sid)

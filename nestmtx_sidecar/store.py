@@ -102,6 +102,8 @@ cameras = sa.Table(
     sa.Column("is_enabled", sa.Boolean, nullable=False, default=False),
     sa.Column("is_persistent", sa.Boolean, nullable=False, default=False),
     sa.Column("is_missing", sa.Boolean, nullable=False, default=False),
+    # WebRTC cameras: opus (forwarded), aac (transcoded) or none.
+    sa.Column("audio", sa.String(8), nullable=False, server_default="opus"),
     *_timestamps(),
     sa.UniqueConstraint("credential_id", "uid"),
 )
@@ -193,6 +195,11 @@ def _add_missing_columns(sync_conn: sa.Connection) -> None:
             if column.name in present:
                 continue
             kind = column.type.compile(dialect=sync_conn.dialect)
+            if isinstance(column.server_default, sa.DefaultClause):
+                # Rows that exist get the default; only then can the column be NOT NULL.
+                default = sa.literal(column.server_default.arg).compile(
+                    dialect=sync_conn.dialect, compile_kwargs={"literal_binds": True})
+                kind += f" DEFAULT {default}" + ("" if column.nullable else " NOT NULL")
             sync_conn.execute(sa.text(
                 f"ALTER TABLE {preparer.quote(table.name)} "
                 f"ADD COLUMN {preparer.quote(column.name)} {kind}"

@@ -140,11 +140,15 @@ async def create_database(server_url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(port: int | None = None, persist_in: Path | None = None) -> Iterator[str]:
+    """A Redis server on a loopback port; with `persist_in`, one that keeps its data there
+    (append-only file, synced per write) when restarted on the same port."""
     binary = require_binary("redis-server", "apt-get install redis-server")
-    port = free_port()
+    port = port or free_port()
+    persistence = ["--appendonly", "no"] if persist_in is None else [
+        "--appendonly", "yes", "--appendfsync", "always", "--dir", str(persist_in)]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

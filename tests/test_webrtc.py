@@ -26,7 +26,7 @@ from nestmtx_sidecar.nest.webrtc import (
     WebRtcPublisher,
     repair_answer,
 )
-from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError
+from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError, make_clip
 from tests.services import free_port, require_binary, wait_until
 
 CLIP_SECONDS = 2
@@ -43,17 +43,9 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def clip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Constrained Baseline H.264 + Opus MPEG-TS clip, one IDR a second."""
-    ffmpeg = require_binary("ffmpeg", "apt-get install ffmpeg")
-    path = tmp_path_factory.mktemp("clip") / "clip.ts"
-    subprocess.run([
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate={FPS}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", str(CLIP_SECONDS), "-c:v", "libx264", "-profile:v", "baseline",
-        "-preset", "ultrafast", "-g", str(FPS), "-bf", "0", "-pix_fmt", "yuv420p",
-        "-c:a", "libopus", "-b:a", "32k", "-ac", "2", "-f", "mpegts", str(path),
-    ], check=True)
-    return path
+    require_binary("ffmpeg", "apt-get install ffmpeg")
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.ts", fps=FPS,
+                     seconds=CLIP_SECONDS)
 
 
 @pytest.fixture(scope="module")

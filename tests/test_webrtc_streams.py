@@ -18,7 +18,7 @@ from nestmtx_sidecar.modules.cameras import CameraRef
 from nestmtx_sidecar.nest.sdm import SdmClient
 from nestmtx_sidecar.nest.webrtc_streams import WebRtcStreams
 from tests.fakes.google import FakeGoogle, camera
-from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError
 from tests.test_webrtc import clip, clip_path, finished, loopback_ice, rtsp_receiver
 
 __all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
@@ -131,3 +131,37 @@ async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
         assert google.count("GenerateWebRtcStream") == 1
         assert google.count("StopWebRtcStream") == 1
         assert not [e for e in events.seen if e.event == "failed-extension"]
+
+
+async def test_recovery_gives_up_after_three_refusals_and_the_next_demand_starts_again(
+        clip: Clip, tmp_path: Path) -> None:
+    bus = EventBus()
+    events = Events(bus)
+    peer = FakeNestWebRtc(clip, lifetime=120.0)
+    async with (httpx.AsyncClient() as http, _google(peer) as google,
+                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver):
+        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
+        try:
+            await streams.source_for(CAMERA)
+            (first,) = peer.sessions.values()
+            peer.refusal = NestApiError(503, "UNAVAILABLE", "The service is unavailable.")
+            await peer.stop(first.media_session_id)
+            stalled = await events.next("stalled")
+            assert stalled.details["reason"] in ("connection-failed", "silence")
+            # Three refused attempts later the publication ends: the receiver sees the
+            # publisher leave, and no `recovered` was claimed.
+            await finished(receiver)
+            assert google.count("GenerateWebRtcStream") == 1 + 3
+            assert not [e for e in events.seen if e.event == "recovered"]
+            # The next demand starts from scratch once Google answers again (ffmpeg's
+            # listener took its one publication: a new one, on its own port).
+            peer.refusal = None
+            async with rtsp_receiver(tmp_path, CAMERA.mtx_path) as again:
+                streams._rtsp_url = again.url.rsplit("/", 1)[0]
+                assert await streams.source_for(CAMERA) == "wait"
+                await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+                await finished(again)
+        finally:
+            await streams.close()
+            await peer.close()
+        assert google.count("GenerateWebRtcStream") == 1 + 3 + 1

@@ -21,8 +21,9 @@ from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 # MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
 _MTX_PATH = re.compile(r"^[0-9A-Za-z_\-/.~:]+$")
 _SORTABLE = {key: cameras.c[key] for key in (
-    "id", "uid", "name", "room", "mtx_path", "is_enabled", "is_persistent", "created_at",
-    "updated_at")}
+    "id", "uid", "name", "room", "mtx_path", "is_enabled", "is_persistent", "audio",
+    "created_at", "updated_at")}
+AUDIO_MODES = ("opus", "aac", "none")  # what a WebRTC camera's publication carries as audio
 _CACHE_SECONDS = 2.0  # bounds staleness when another replica changes a camera
 
 
@@ -38,6 +39,7 @@ class CameraRef:
     persistent: bool
     protocols: tuple[str, ...]
     mtx_path: str
+    audio: str = "opus"
 
 
 CameraChange = Callable[[CameraRef | None, CameraRef | None], Awaitable[None]]
@@ -72,6 +74,13 @@ def validate_mtx_path(value: Any) -> str | None:
     return value
 
 
+def validate_audio(value: Any) -> str:
+    if value not in AUDIO_MODES:
+        problem = f"must be one of {', '.join(AUDIO_MODES)}"
+        raise Invalid(f"audio {problem}", [field_error("audio", problem)])
+    return str(value)
+
+
 _UPDATE = Body((
     Field("mtx_path", "string", nullable=True, check=validate_mtx_path,
           description="The MediaMTX path that serves the camera: MediaMTX's path characters "
@@ -83,6 +92,11 @@ _UPDATE = Body((
           description="Whether MediaMTX may stream the camera; needs an mtx_path."),
     Field("is_persistent", "boolean",
           description="Whether the stream runs always, not only while someone watches."),
+    Field("audio", "string", check=validate_audio,
+          description="WebRTC cameras only, from the next stream start: `opus` forwards "
+          "the camera's audio untouched, `aac` transcodes it to AAC-LC (for RTSP consumers "
+          "that cannot play Opus; video stays untouched), `none` publishes no audio.",
+          schema_extra={"enum": list(AUDIO_MODES), "default": "opus"}),
 ))
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 ITEM = record({
@@ -93,6 +107,7 @@ ITEM = record({
     "resolution": nullable({"type": "object", "description": "maxVideoResolution from SDM."}),
     "video_codecs": _STRINGS, "audio_codecs": _STRINGS, "mtx_path": nullable({"type": "string"}),
     "is_enabled": {"type": "boolean"}, "is_persistent": {"type": "boolean"},
+    "audio": {"type": "string", "enum": list(AUDIO_MODES)},
     "is_missing": {"type": "boolean", "description": "Gone from the last device sync."},
     "created_at": DATE_TIME, "updated_at": DATE_TIME,
 }, "A Nest camera found by device sync, and the MediaMTX path that serves it.")
@@ -106,15 +121,16 @@ def _item(row: Any) -> dict[str, Any]:
         "resolution": info.get("resolution"), "video_codecs": info.get("videoCodecs", []),
         "audio_codecs": info.get("audioCodecs", []), "mtx_path": row.mtx_path,
         "is_enabled": row.is_enabled, "is_persistent": row.is_persistent,
-        "is_missing": row.is_missing, "created_at": isoformat(row.created_at),
-        "updated_at": isoformat(row.updated_at),
+        "audio": row.audio, "is_missing": row.is_missing,
+        "created_at": isoformat(row.created_at), "updated_at": isoformat(row.updated_at),
     }
 
 
 def camera_ref(row: Any) -> CameraRef:
     return CameraRef(id=row.id, credential_id=row.credential_id, uid=row.uid, name=row.name,
                      enabled=row.is_enabled, persistent=row.is_persistent,
-                     protocols=tuple(row.protocols or ()), mtx_path=row.mtx_path)
+                     protocols=tuple(row.protocols or ()), mtx_path=row.mtx_path,
+                     audio=row.audio)
 
 
 class Cameras(Module):
@@ -147,7 +163,7 @@ class Cameras(Module):
         return _item(await self._row(entity_id(entity)))
 
     async def update(self, caller: Caller | None, entity: Any, payload: Any) -> dict[str, Any]:
-        """Set a camera's MediaMTX path, enable it, or make it persistent."""
+        """Set a camera's MediaMTX path, enable it, make it persistent, or choose its audio."""
         camera_id = entity_id(entity)
         values = _UPDATE.parse(payload)
         before = await self._row(camera_id)

@@ -4,7 +4,11 @@ The publisher offers what Google requires (recvonly audio, recvonly H.264-only v
 channel, in that order, every candidate inline, no STUN/TURN), repairs Google's answer, and
 hands aiortc's depacketized access units straight to an FFmpeg RTSP muxer over TCP. aiortc's
 jitter buffer, NACK and RTX keep working; its decoder is swapped for a pass-through, and the
-output streams are built from a template, so no encoder or per-frame decoder ever runs.
+video stream is built from a template, so no video encoder or decoder ever runs (only the
+`aac` audio mode decodes and encodes audio).
+
+One RTSP publication outlives the Nest sessions that feed it: renewals and recoveries after a
+failure swap sessions underneath, so MediaMTX's readers see at worst a frozen picture.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ _AUDIO_MIMES = ("audio/opus",)
 _NAL_IDR, _NAL_SPS, _NAL_PPS = 5, 7, 8
 _START_CODE = re.compile(b"\x00\x00\x01")
 _PLI_INTERVAL = VIDEO_RATE  # while waiting for a keyframe, ask at most once a second
+# While Nest sends nothing, the last keyframe is repeated this often: MediaMTX closes an RTSP
+# publisher that sends nothing for its readTimeout (10 s), and readers would go with it.
+HOLD_INTERVAL = 1.0
+# Frames queued for the mux thread beyond which the RTSP target counts as stuck (~10 s of
+# 30 fps video and 50 fps audio): the queue stays bounded.
+MAX_BACKLOG = 800
 
 
 class Answer(NamedTuple):
@@ -63,7 +73,7 @@ Generate = Callable[[str], Awaitable[tuple[str, dt.datetime, str]]]
 class Failure:
     """Why a running publisher stopped delivering; the supervisor recovers from it."""
 
-    reason: str  # "connection-failed" | "silence" | "publish-failed"
+    reason: str  # "connection-failed" | "silence" | "publish-failed" | "regeneration-failed"
     message: str
 
 
@@ -146,16 +156,33 @@ def install_pass_through() -> None:
 class RtspOutput:
     """One RTSP publication (ANNOUNCE/RECORD over TCP) fed with encoded packets.
 
-    FFmpeg's socket calls block, so they run on one private thread, in order, off the loop.
+    `audio` is what the publication carries: `opus` (the camera's frames untouched), `aac`
+    (Opus decoded and encoded to AAC-LC, for consumers that cannot play Opus) or `none`.
+    FFmpeg's socket calls (and the AAC transcode) block, so they run on one private thread, in
+    order, off the loop. Frames are handed over with `post`, without waiting for the thread:
+    the profile showed each awaited hand-over (two loop wake-ups per frame) costing more
+    than the muxing itself.
     """
 
-    def __init__(self, url: str, io_timeout: float) -> None:
+    def __init__(self, url: str, io_timeout: float, audio: str = "opus") -> None:
+        if audio not in ("opus", "aac", "none"):
+            raise ValueError(f"unknown audio mode {audio!r}")
         self.url = url
+        self.audio = audio
         self._io_timeout = io_timeout
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="nest-webrtc-mux")
         self._container: av.container.OutputContainer | None = None
         self._streams: dict[str, av.stream.Stream] = {}
+        self._opus: av.audio.codeccontext.AudioCodecContext | None = None
+        self.last_keyframe: bytes | None = None  # what a freeze shows; set on the mux thread
+        self._posted = 0  # written by the loop's thread only
+        self._muxed = 0  # written by the mux thread only
+        self._on_error: Callable[[BaseException], None] | None = None
         self._time_bases = {"video": Fraction(1, VIDEO_RATE), "audio": Fraction(1, AUDIO_RATE)}
+
+    def carries(self, kind: str) -> bool:
+        """Whether frames of this kind go into the publication (not with audio `none`)."""
+        return kind == "video" or self.audio != "none"
 
     async def open(self, keyframe: bytes) -> None:
         await self._run(self._open, keyframe)
@@ -167,28 +194,72 @@ class RtspOutput:
             container = av.open(self.url, "w", format="rtsp", options={
                 "rtsp_transport": "tcp", "timeout": str(int(self._io_timeout * 1e6))})
             try:
-                video = container.add_stream_from_template(probe.streams.video[0])
-                audio = container.add_mux_stream("opus", rate=AUDIO_RATE)
+                self._streams = {"video": container.add_stream_from_template(
+                    probe.streams.video[0])}
+                if self.audio == "opus":
+                    self._streams["audio"] = container.add_mux_stream("opus", rate=AUDIO_RATE)
+                elif self.audio == "aac":
+                    self._streams["audio"] = container.add_stream(
+                        "aac", rate=AUDIO_RATE, layout="stereo")
+                    self._opus = _opus_decoder()
                 container.start_encoding()
             except BaseException:
                 container.close()
                 raise
-        self._streams = {"video": video, "audio": audio}
         self._container = container
 
-    async def write(self, kind: str, data: bytes, pts: int) -> None:
-        await self._run(self._write, kind, data, pts)
+    @property
+    def backlog(self) -> int:
+        """Frames posted and not yet muxed."""
+        return self._posted - self._muxed
+
+    def post(self, kind: str, data: bytes, pts: int,
+             on_error: Callable[[BaseException], None]) -> None:
+        """Queue a frame for the mux thread; `on_error` is called on the loop if it fails."""
+        self._on_error = on_error
+        self._posted += 1
+        self._executor.submit(self._write_reporting, asyncio.get_running_loop(), kind, data,
+                              pts)
+
+    def _write_reporting(self, loop: asyncio.AbstractEventLoop, kind: str, data: bytes,
+                         pts: int) -> None:
+        try:
+            self._write(kind, data, pts)
+        except (av.FFmpegError, OSError) as exc:
+            if self._on_error is not None:
+                loop.call_soon_threadsafe(self._on_error, exc)
+        finally:
+            self._muxed += 1
 
     def _write(self, kind: str, data: bytes, pts: int) -> None:
         if self._container is None:
             return  # the open failed; the publisher reports that
+        if kind == "audio" and self._opus is not None:
+            self._transcode(data, pts)
+            return
         packet = av.Packet(data)
         packet.stream = self._streams[kind]
         packet.time_base = self._time_bases[kind]
         packet.pts = packet.dts = pts
         if kind == "video" and _NAL_IDR in nal_types(data):
             packet.is_keyframe = True
+            self.last_keyframe = data
         self._container.mux_one(packet)
+
+    def _transcode(self, data: bytes, pts: int) -> None:
+        assert self._opus is not None and self._container is not None
+        try:
+            frames = self._opus.decode(av.Packet(data))
+        except av.error.InvalidDataError:
+            return  # a damaged Opus frame is a moment of silence, not a broken publication
+        stream = self._streams["audio"]
+        for frame in frames:
+            # The encoder's own FIFO regroups 960-sample Opus frames into 1024-sample AAC ones
+            # and follows a jump in pts (a new session) with a jump of its own.
+            frame.pts, frame.time_base = pts, self._time_bases["audio"]
+            pts += frame.samples
+            for packet in stream.encode(frame):
+                self._container.mux_one(packet)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -202,6 +273,14 @@ class RtspOutput:
 
     async def _run(self, function: Callable[..., None], *args: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+
+def _opus_decoder() -> av.audio.codeccontext.AudioCodecContext:
+    # Nest sends 48 kHz stereo Opus; the SDP says so, no OpusHead arrives in-band.
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.sample_rate = AUDIO_RATE
+    decoder.layout = "stereo"
+    return decoder
 
 
 class _Timeline:
@@ -230,6 +309,17 @@ class _Timeline:
                 pts = self._last + 1  # a muxer refuses time going backwards
             else:
                 self._step = pts - self._last
+        self._last = pts
+        return pts
+
+    def hold(self, elapsed: float) -> int:
+        """A repeated frame during an outage: at wall time, after the last one.
+
+        The next real frame is placed afresh (its session's clock may have moved on, or it is
+        a new session), without taking the outage for a frame interval.
+        """
+        self._session = None
+        pts = max(round(elapsed * self._rate), -1 if self._last is None else self._last + 1)
         self._last = pts
         return pts
 
@@ -315,20 +405,24 @@ class Stats:
 class WebRtcPublisher:
     """Publishes one WebRTC-only Nest camera to `target_url` (MediaMTX's RTSP path).
 
+    `audio` is the camera's audio mode (see RtspOutput), fixed for the publication's life.
+
     `start` opens a session and returns once the first keyframe is on its way to MediaMTX;
     `regenerate` swaps in a new Nest session under the same RTSP publication (battery devices
     cannot extend); `wait_failure` resolves when the connection fails or media stops for
-    `silence_timeout` seconds; `stop` closes every task, socket and port.
+    `silence_timeout` seconds, and `recover` then replaces the failed session, again under the
+    same publication (meanwhile the last keyframe is repeated: a freeze, not a disconnect);
+    `stop` closes every task, socket and port.
     """
 
-    def __init__(self, target_url: str, *, silence_timeout: float = 10.0,
+    def __init__(self, target_url: str, *, audio: str = "opus", silence_timeout: float = 10.0,
                  start_timeout: float = 20.0, io_timeout: float = 10.0) -> None:
         install_pass_through()
         self.target_url = target_url
         self.stats = Stats()
         self._silence_timeout = silence_timeout
         self._start_timeout = start_timeout
-        self._output = RtspOutput(target_url, io_timeout)
+        self._output = RtspOutput(target_url, io_timeout, audio)
         self._timelines = {"video": _Timeline(VIDEO_RATE, VIDEO_RATE // 30),
                            "audio": _Timeline(AUDIO_RATE, AUDIO_RATE // 50)}
         self._active: _PeerSession | None = None
@@ -336,6 +430,7 @@ class WebRtcPublisher:
         self._switched: asyncio.Future[None] | None = None
         self._failure: asyncio.Future[Failure] = asyncio.get_running_loop().create_future()
         self._last_media = 0.0
+        self._last_video = 0.0
         self._watchdog: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
@@ -355,6 +450,22 @@ class WebRtcPublisher:
         """
         if self._active is None:
             raise RuntimeError("publisher not started")
+        return await self._open_session(generate)
+
+    async def recover(self, generate: Generate) -> Answer:
+        """After a failure: a new Nest session under the same RTSP publication.
+
+        The failed session is closed; until the new one's first keyframe, MediaMTX gets the
+        last keyframe again every HOLD_INTERVAL, so its readers stay connected and resume.
+        """
+        if self.stats.started_at is None:
+            raise RuntimeError("publisher not started")
+        failed, self._active = self._active, None
+        if not self._failure.done():
+            self._failure.cancel()
+        self._failure = asyncio.get_running_loop().create_future()
+        if failed is not None:
+            self._close_later(failed)
         return await self._open_session(generate)
 
     async def _open_session(self, generate: Generate) -> Answer:
@@ -388,17 +499,27 @@ class WebRtcPublisher:
         loop = asyncio.get_running_loop()
         self._last_media = loop.time()
         if kind == "video":
+            self._last_video = self._last_media
             self.stats.video_frames += 1
         else:
             self.stats.audio_frames += 1
         self.stats.bytes_in += len(frame.data)
+        if not self._output.carries(kind):
+            return
         elapsed = loop.time() - self.stats.started_at
-        pts = self._timelines[kind].pts(session, frame.timestamp, elapsed)
-        try:
-            await self._output.write(kind, frame.data, pts)
-        except (av.FFmpegError, OSError) as exc:
+        self._write(kind, frame.data, self._timelines[kind].pts(
+            session, frame.timestamp, elapsed))
+
+    def _write(self, kind: str, data: bytes, pts: int) -> None:
+        if self._output.backlog >= MAX_BACKLOG:
             self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
-                                         f"broke: {exc}")
+                                         f"is not keeping up ({MAX_BACKLOG} frames behind)")
+            return
+        self._output.post(kind, data, pts, self._broke)
+
+    def _broke(self, exc: BaseException) -> None:
+        self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
+                                     f"broke: {exc}")
 
     async def _switch_to(self, session: _PeerSession, keyframe: bytes) -> None:
         assert self._switched is not None
@@ -414,6 +535,7 @@ class WebRtcPublisher:
                 self._switched.set_exception(PublisherError(
                     f"cannot publish to {_safe_url(self.target_url)}: {exc}"))
                 return
+        self._last_media = asyncio.get_running_loop().time()  # silence counts from here
         self._switched.set_result(None)
         if retired is not None:
             self._close_later(retired)
@@ -429,13 +551,20 @@ class WebRtcPublisher:
             self._fail("connection-failed", message)
 
     async def _watch(self) -> None:
+        """Until stop: report silence of the active session; hold the picture in any outage."""
         loop = asyncio.get_running_loop()
-        self._last_media = max(self._last_media, loop.time())
-        while not self._failure.done():
-            await asyncio.sleep(self._silence_timeout / 4)
-            silent = loop.time() - self._last_media
-            if silent >= self._silence_timeout:
-                self._fail("silence", f"no media from Nest for {silent:.1f} s")
+        self._last_media = self._last_video = max(self._last_media, loop.time())
+        while True:
+            await asyncio.sleep(min(self._silence_timeout / 4, HOLD_INTERVAL / 2))
+            now = loop.time()
+            if self._active is not None and now - self._last_media >= self._silence_timeout:
+                self._fail("silence", f"no media from Nest for {now - self._last_media:.1f} s")
+            keyframe = self._output.last_keyframe
+            if keyframe is not None and now - self._last_video >= HOLD_INTERVAL:
+                assert self.stats.started_at is not None
+                self._last_video = now
+                self._write("video", keyframe,
+                            self._timelines["video"].hold(now - self.stats.started_at))
 
     def _fail(self, reason: str, message: str) -> None:
         if not self._failure.done():

@@ -3,8 +3,10 @@
 For such a camera the demand hook just waits (`wait`); the sidecar generates the WebRTC
 session, publishes it to `<mediamtx_rtsp_url>/<path>`, extends it before each `expiresAt`
 (`camera:extended` / `camera:failed-extension`), replaces it with a fresh session where Google
-refuses to extend (battery devices: FAILED_PRECONDITION), restarts it when the connection
-fails or falls silent, and stops it (StopWebRtcStream) when demand ends.
+refuses to extend (battery devices: FAILED_PRECONDITION), replaces it under the same RTSP
+publication when the connection fails or falls silent (`camera:stalled` / `camera:recovered`:
+MediaMTX's readers see a freeze, not a disconnect), and stops it (StopWebRtcStream) when
+demand ends.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, Sdm
 from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN
 
 if TYPE_CHECKING:
-    from .webrtc import Answer, Generate, WebRtcPublisher
+    from .webrtc import Answer, Failure, Generate, WebRtcPublisher
 
 logger = logging.getLogger(__name__)
+
+RECOVERY_ATTEMPTS = 3  # new sessions tried after a failure before the publication ends
+RECOVERY_BACKOFF = 1.0  # seconds before the second attempt, doubling
 
 
 def _webrtc() -> ModuleType:
@@ -92,7 +97,7 @@ class WebRtcStreams:
 
     async def _start(self, session: _Session) -> None:
         publisher = _webrtc().WebRtcPublisher(
-            f"{self._rtsp_url}/{session.camera.mtx_path}",
+            f"{self._rtsp_url}/{session.camera.mtx_path}", audio=session.camera.audio,
             silence_timeout=self._silence_timeout, start_timeout=self._start_timeout)
         try:
             answer = await publisher.start(self._generator(session.camera))
@@ -133,11 +138,8 @@ class WebRtcStreams:
                 async with session.lock:
                     await self._renew(session)
                 continue
-            logger.warning("camera %d (%s): WebRTC %s (%s); restarting the session",
-                           session.camera.id, session.camera.name, failure.result().reason,
-                           failure.result().message)
             async with session.lock:
-                await self._restart(session)
+                await self._recover(session, failure.result())
 
     async def _renew(self, session: _Session) -> None:
         camera = session.camera
@@ -167,16 +169,49 @@ class WebRtcStreams:
         try:
             answer = await session.publisher.regenerate(self._generator(session.camera))
         except (SdmError, _webrtc().PublisherError) as exc:
-            logger.error("camera %d (%s): could not replace the WebRTC session: %s",
-                         session.camera.id, session.camera.name, _message(exc))
-            await self._restart(session)
+            await self._recover(session, _webrtc().Failure("regeneration-failed", _message(exc)))
             return
         self._took(session, answer)
         await self._stop_at_google(session.camera, old)
         await self._publish(session, "extended", expiresAt=isoformat(session.expires_at),
                             regenerated=True)
 
-    async def _restart(self, session: _Session) -> None:
+    async def _recover(self, session: _Session, failure: Failure) -> None:
+        """A new Nest session under the same RTSP publication, so MediaMTX's readers stay.
+
+        `camera:stalled {reason, error}` when it starts, `camera:recovered {reason, outage,
+        expiresAt}` once the new session's first keyframe is published. A broken RTSP
+        publication cannot be kept: that one restarts everything.
+        """
+        camera, publisher = session.camera, session.publisher
+        assert publisher is not None
+        logger.warning("camera %d (%s): WebRTC %s (%s); replacing the session", camera.id,
+                       camera.name, failure.reason, failure.message)
+        await self._publish(session, "stalled", reason=failure.reason, error=failure.message)
+        if failure.reason == "publish-failed":
+            await self._restart(session, failure)
+            return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await self._stop_at_google(camera, session.media_session_id)
+        for attempt in range(RECOVERY_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(RECOVERY_BACKOFF * 2 ** (attempt - 1))
+            try:
+                answer = await publisher.recover(self._generator(camera))
+            except (SdmError, _webrtc().PublisherError) as exc:
+                logger.error("camera %d (%s): new WebRTC session %d of %d failed: %s",
+                             camera.id, camera.name, attempt + 1, RECOVERY_ATTEMPTS,
+                             _message(exc))
+                continue
+            self._took(session, answer)
+            await self._publish(session, "recovered", reason=failure.reason,
+                                outage=round(loop.time() - began, 2),
+                                expiresAt=isoformat(session.expires_at))
+            return
+        await self._give_up(session)
+
+    async def _restart(self, session: _Session, failure: Failure) -> None:
         """Stop everything and start again; on failure, leave it to the next demand."""
         publisher, session.publisher = session.publisher, None
         if publisher is not None:
@@ -185,10 +220,21 @@ class WebRtcStreams:
         try:
             await self._start(session)
         except (SdmError, _webrtc().PublisherError) as exc:
-            logger.error("camera %d (%s): could not restart the WebRTC stream: %s; the next "
-                         "demand will try again", session.camera.id, session.camera.name,
-                         _message(exc))
-            self._sessions.pop(session.camera.id, None)
+            logger.error("camera %d (%s): could not restart the WebRTC stream: %s",
+                         session.camera.id, session.camera.name, _message(exc))
+            await self._give_up(session)
+            return
+        await self._publish(session, "recovered", reason=failure.reason,
+                            expiresAt=isoformat(session.expires_at), republished=True)
+
+    async def _give_up(self, session: _Session) -> None:
+        """The publication ends; the next demand tries again."""
+        logger.error("camera %d (%s): WebRTC stream ended; the next demand will try again",
+                     session.camera.id, session.camera.name)
+        publisher, session.publisher = session.publisher, None
+        if publisher is not None:
+            await publisher.stop()
+        self._sessions.pop(session.camera.id, None)
 
     async def _stop_at_google(self, camera: CameraRef, media_session_id: str) -> None:
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import shutil
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +36,26 @@ class NestApiError(Exception):
 
     def body(self) -> dict[str, dict[str, object]]:
         return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+
+
+def make_clip(path: Path, *, size: str = "640x360", fps: int = 25, seconds: float = 2,
+              gop: int | None = None, bitrate: str | None = None,
+              preset: str = "ultrafast") -> Path:
+    """A Constrained Baseline H.264 + 48 kHz stereo Opus MPEG-TS clip, as Nest sends them
+    (an IDR every `gop` frames, one a second by default; no B-frames)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("ffmpeg is needed to make the clip (apt-get install ffmpeg)")
+    subprocess.run([
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", f"{seconds:g}", "-c:v", "libx264", "-profile:v", "baseline", "-preset", preset,
+        *(["-b:v", bitrate] if bitrate else []), "-g", str(gop or fps), "-bf", "0",
+        "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", "32k", "-ac", "2",
+        "-f", "mpegts", str(path),
+    ], check=True)
+    return path
 
 
 @dataclass(frozen=True)
@@ -121,9 +143,14 @@ class FakeNestWebRtc:
         self.loops = loops
         self.sessions: dict[str, FakeSession] = {}
         self.offers: list[str] = []
+        self.answer_delay = 0.0  # how long Google takes to answer an offer
+        self.refusal: NestApiError | None = None  # while set, every offer is refused with it
 
     async def generate(self, offer_sdp: str) -> tuple[str, dt.datetime, str]:
         self.offers.append(offer_sdp)
+        await asyncio.sleep(self.answer_delay)
+        if self.refusal is not None:
+            raise self.refusal
         kinds = re.findall(r"^m=(\w+) ", offer_sdp, flags=re.MULTILINE)
         if kinds != ["audio", "video", "application"]:
             raise NestApiError(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")

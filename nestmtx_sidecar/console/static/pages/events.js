@@ -1,7 +1,8 @@
 // Events: the live `nestmtx:*` feed, filterable by domain, event and camera, pausable.
 // Device events show their picture.
 
-import { byId, el, formatTime, Ring, setText } from '../dom.js';
+import { byId, el, formatTime } from '../dom.js';
+import { LiveFeed } from './feed.js';
 
 const KEPT = 500;
 
@@ -17,70 +18,29 @@ function matches(event, { domain, name, camera }) {
   return true;
 }
 
-export class EventsPage {
+export class EventsPage extends LiveFeed {
   constructor({ pictures }) {
+    super('events', KEPT, 'event(s)');
     this.pictures = pictures;
-    this.events = new Ring(KEPT);
-    this.paused = false;
-    this.missed = 0;
     for (const id of ['events-domain', 'events-event', 'events-camera']) {
       byId(id).addEventListener('input', () => this.render());
     }
-    byId('events-filter').addEventListener('submit', (event) => event.preventDefault());
-    byId('events-pause').addEventListener('click', () => this.togglePause());
     byId('events-clear').addEventListener('click', () => {
-      this.events.clear();
+      this.entries.clear();
       this.render();
     });
   }
 
-  show() {
-    this.render();
-  }
-
-  togglePause() {
-    this.paused = !this.paused;
-    const button = byId('events-pause');
-    button.setAttribute('aria-pressed', String(this.paused));
-    setText(button, this.paused ? 'Resume' : 'Pause');
-    if (!this.paused) {
-      this.missed = 0;
-      this.render();
-    }
-    this.renderPaused();
-  }
-
-  renderPaused() {
-    const note = byId('events-paused');
-    note.hidden = !this.paused;
-    setText(note, `Paused: ${this.missed} new event(s) held back.`);
-  }
-
   onEvent(event) {
-    this.events.push(event);
-    if (this.paused) {
-      this.missed += 1;
-      this.renderPaused();
-    } else if (matches(event, this.filters())) {
-      const list = byId('events-list');
-      list.prepend(this.item(event));
-      while (list.childElementCount > KEPT) list.lastElementChild.remove();
-    }
+    this.add(event);
   }
 
-  filters() {
-    return {
+  matches(event) {
+    return matches(event, {
       domain: byId('events-domain').value,
       name: byId('events-event').value.trim().toLowerCase(),
       camera: byId('events-camera').value.trim().toLowerCase(),
-    };
-  }
-
-  render() {
-    if (this.paused) return;
-    const filters = this.filters();
-    const shown = this.events.items.filter((e) => matches(e, filters)).reverse();
-    byId('events-list').replaceChildren(...shown.map((event) => this.item(event)));
+    });
   }
 
   item(event) {

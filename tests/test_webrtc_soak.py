@@ -1,0 +1,35 @@
+"""The short form of the WebRTC soak (tests/webrtc_soak.py): a minute of 6 s Nest sessions.
+
+The long form is `python bench/webrtc_soak.py --minutes N` (20 s sessions by default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fakes.nest_webrtc import Clip
+from tests.test_webrtc import clip, clip_path, loopback_ice
+from tests.webrtc_soak import soak
+
+__all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
+
+SECONDS = 75.0
+LIFETIME = 6.0
+
+
+async def test_a_minute_of_renewals_leaks_nothing_and_never_gaps(clip: Clip,
+                                                                 tmp_path: Path) -> None:
+    result = await soak(clip, tmp_path, SECONDS, lifetime=LIFETIME)
+    renewals = int(SECONDS / LIFETIME)
+    # The battery camera is regenerated about once a lifetime, the wired one extended.
+    assert result.generated >= 1 + renewals - 2, result
+    assert result.extended >= renewals - 2, result
+    # Every session was stopped with Google: replaced ones, and both at the end.
+    assert result.stopped == result.generated and result.all_sessions_stopped, result
+    growth = result.growth()
+    assert growth.tasks <= 0 and growth.threads <= 0 and growth.fds <= 0, result.samples
+    # RSS (this process also runs the fake peers and fake Google): bounded over the minute.
+    assert growth.rss_mib < 16, result.samples
+    for path, gap in result.max_gap.items():
+        assert gap < 0.25, (path, gap)  # one publication, frames flowing across renewals
+        assert result.span[path] > SECONDS - 5, (path, result.span)
