@@ -98,7 +98,7 @@ class Sidecar:
         self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager,
                                settings.trusted_proxy_networks, self.event_log, self.sessions)
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
-                         self.credentials, make_lease("nest", self.store, self.redis))
+                         self.credentials, self.auth, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
                                      streams=self.nest.streams, redis=self.redis)
         self.bus.subscribe(self.gateway.publish)

@@ -80,6 +80,7 @@ class Settings:
     sdm_api_url: str = "https://smartdevicemanagement.googleapis.com/v1"
     pubsub_api_url: str = "https://pubsub.googleapis.com/v1"
     event_max_age: float = 120.0  # seconds; older device events are dropped (0: no limit)
+    media_max_mb: int = 500  # event pictures and clips kept in data_dir/media, oldest out
     mediamtx_api_url: str = ""  # MediaMTX control API; set to apply persistent paths live
     mediamtx_rtsp_url: str = "rtsp://127.0.0.1:8554"
     # Where readers reach MediaMTX, shown in the console (empty: its host, MediaMTX's ports).

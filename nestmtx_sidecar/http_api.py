@@ -116,13 +116,7 @@ class HttpApi:
         return ApiResponse(result, status_code=_COMMAND_STATUS.get(command, 200))
 
     async def _caller(self, request: HttpRequest) -> Caller | None:
-        header = request.headers.get("authorization")
-        if header is None:
-            return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            raise Unauthorized("Authorization must be 'Bearer <token>'")
-        return await self._auth.authenticate(token.strip())
+        return await bearer_caller(self._auth, request)
 
     async def _payload(self, request: HttpRequest, command: str) -> Any:
         if command == "list":
@@ -134,6 +128,17 @@ class HttpApi:
         if not isinstance(payload, dict):
             raise BadRequest("Body must be a JSON object")
         return payload
+
+
+async def bearer_caller(auth: Auth, request: HttpRequest) -> Caller | None:
+    """The caller of `Authorization: Bearer <token>`; None without the header."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    return await auth.authenticate(token.strip())
 
 
 def _list_payload(request: HttpRequest) -> dict[str, Any]:

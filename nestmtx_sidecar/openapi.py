@@ -221,6 +221,26 @@ _HOOK_REPLY = {"oneOf": [
     record({"accepted": {"const": True}, "duplicate": {"const": True}}),
 ]}
 
+def _media(kind: str, key: str, media: str) -> dict[str, Any]:
+    """The operation of an event's picture or clip route."""
+    return {
+        "tags": ["cameras"], "summary": f"An event's {kind}",
+        "description": f"The {media} kept for the event (see docs/events.md); the URL is the "
+                       f"event's `details.{kind}`.",
+        "security": _BEARER,
+        "parameters": [
+            {"name": "camera", "in": "path", "required": True, "description": "The camera id.",
+             "schema": {"type": "integer"}},
+            {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": f"The event's `{key}`, percent-encoded."}],
+        "responses": {"200": {"description": f"The {media}.",
+                              "content": {media: {"schema": {"type": "string",
+                                                             "format": "binary"}}}},
+                      **_errors({401, 404}, {404: f"No such camera, or no {kind} kept for "
+                                                  "that event."})},
+    }
+
+
 # Everything that is not a module command. Keyed by (path, method) as the route table has them.
 _ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("/healthz", "GET"): {
@@ -277,6 +297,10 @@ _ROUTES: dict[tuple[str, str], dict[str, Any]] = {
                       "400": _text("Not granted, incomplete or failed.", "text/html"),
                       "502": _text("Google could not be reached.", "text/html")},
     },
+    ("/api/cameras/{camera}/events/{key}/image", "GET"): _media("image", "eventId",
+                                                                "image/jpeg"),
+    ("/api/cameras/{camera}/events/{key}/clip", "GET"): _media("clip", "eventSessionId",
+                                                               "video/mp4"),
     ("/", "GET"): {
         "tags": ["api"], "summary": "The web console",
         "description": "An HTML page (its scripts and styles under `/console/`) that logs in "

@@ -23,10 +23,12 @@ import pytest
 from nestmtx_sidecar.console import STATIC
 from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar, make_settings, serve_in_loop
-from tests.fakes.google import FakeGoogle, camera
+from tests.fakes.google import FakeGoogle, camera, jpeg
 from tests.mediamtx import MediaMTX, add_camera, busybox_path, hook_settings
 from tests.nest_support import add_credential, nest_sidecar
 from tests.services import ROOT, free_port, require
+from tests.test_device_events import connect, motion, porch, sidecar
+from tests.test_event_media import fakes
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
@@ -123,6 +125,7 @@ async def test_console_is_served_with_a_strict_policy(tmp_path: Path) -> None:
         host = running.url.removeprefix("http://")
         assert directives["default-src"] == "'self'"
         assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
+        assert directives["img-src"] == "'self' blob:"  # event pictures come as blob: URLs
         assert directives["connect-src"] == f"'self' ws://{host} wss://{host}"
         assert directives["frame-src"] == preview
         assert directives["frame-ancestors"] == "'none'"
@@ -437,6 +440,38 @@ async def test_events_and_logs_filter_and_pause(tmp_path: Path,
         await expect(lines).to_have_count(1)
         await page.get_by_role("button", name="Resume").click()
         await expect(lines).to_have_count(2)
+
+
+async def test_a_device_event_shows_its_picture(tmp_path: Path) -> None:
+    picture = jpeg(96, 64, shade=200)
+    async with fakes("CameraEventImage") as (google, pubsub), \
+            sidecar(tmp_path, google, pubsub) as e, console_browser(tmp_path) as browser:
+        await connect(e)
+        await porch(e)
+        errors: list[str] = []
+        page = await open_console(browser, e.running.url, errors)
+        await log_in(page)
+        await go(page, "Events")
+        google.camera_event("cam-1", "ev-console", picture)
+        e.pubsub.publish(motion("ev-console"))
+        item = page.locator("#events-list li").filter(has_text="camera:motion")
+        image = item.get_by_role("img", name="Porch: motion")
+        await expect(image).to_be_visible()
+        await expect(image).to_have_attribute("src", re.compile("^blob:"))
+        # Decoded by the browser: the JPEG Google made, at its own size.
+        await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                     arg=await image.element_handle())
+        assert await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [96, 64]
+        await screenshot(page, "events-picture")
+        # The camera's row shows its last event, with the same picture.
+        await go(page, "Cameras")
+        await expect(page.get_by_text(re.compile(r"^Last event: motion \("))).to_be_visible()
+        last = page.get_by_role("img", name="Porch: last event, motion")
+        await expect(last).to_have_attribute("src", re.compile("^blob:"))
+        await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                     arg=await last.element_handle())
+        assert google.count("image", 200) == 1  # the browser fetched it from the sidecar
+        assert errors == []
 
 
 async def test_a_revoked_session_returns_to_log_in(tmp_path: Path) -> None:

@@ -22,11 +22,12 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{
 
 
 def content_security_policy(host: str, preview_url: str) -> str:
-    """Only the sidecar's own scripts, styles and sockets; frames only from MediaMTX's page."""
+    """Only the sidecar's own scripts, styles and sockets; frames only from MediaMTX's page;
+    images also from blob: URLs (event pictures, fetched with the bearer token)."""
     sockets = f" ws://{host} wss://{host}" if _HOST.match(host) else ""
     preview = urlsplit(preview_url) if preview_url else None
     frames = f"{preview.scheme}://{preview.netloc}" if preview and preview.netloc else "'none'"
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
             f"connect-src 'self'{sockets}; frame-src {frames}; frame-ancestors 'none'; "
             "base-uri 'none'; form-action 'self'; object-src 'none'")
 

@@ -24,6 +24,7 @@ from ..events import Event, EventBus
 from ..modules.credentials import NO_EVENTS_WARNING, pubsub_names
 from ..store import Store, cameras, credentials, utcnow
 from .event_ledger import EventLedger
+from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
 from .oauth import TokenKeeper
 from .pubsub import PubSubClient, Received
 from .sdm import SdmAuthError, SdmNotFound
@@ -67,13 +68,14 @@ class _Loop:
 
 class DeviceEvents:
     def __init__(self, store: Store, bus: EventBus, pubsub: PubSubClient, sync: DeviceSync,
-                 keeper: TokenKeeper, max_age: float, retry_initial: float = 1.0,
-                 retry_max: float = 300.0) -> None:
+                 keeper: TokenKeeper, media: EventMedia, max_age: float,
+                 retry_initial: float = 1.0, retry_max: float = 300.0) -> None:
         self._store = store
         self._bus = bus
         self._pubsub = pubsub
         self._sync = sync
         self._keeper = keeper
+        self._media = media
         self._max_age = max_age
         self._ledger = EventLedger(store, max_age)
         self.retry_initial = retry_initial
@@ -250,14 +252,15 @@ class DeviceEvents:
                 self._once(f"unknown:{key}", "device events for credential %d: event type %s "
                            "is not known here; ignored", config.credential_id, key)
             for event in message.events:
-                await self._emit(config, event)
+                await self._emit(config, event, message.clips.get(event.session_id or ""))
         except Exception:  # e.g. the database: not acknowledged, so Pub/Sub sends it again
             logger.exception("device events for credential %d: message %s failed; it will "
                              "come again", config.credential_id, received.message_id)
             return False
         return True
 
-    async def _emit(self, config: _Config, event: DeviceEvent) -> None:
+    async def _emit(self, config: _Config, event: DeviceEvent, preview_url: str | None
+                    ) -> None:
         age = (utcnow() - event.at).total_seconds()
         if self._max_age and age > self._max_age:
             logger.info("device events for credential %d: %s event of %s at %s is %.0f s old "
@@ -277,11 +280,19 @@ class DeviceEvents:
             logger.debug("device events: %s event %s already emitted", event.kind,
                          event.event_id)
             return
+        traits = (camera.info or {}).get("traits", [])
+        image = clip = None
+        if EVENT_IMAGE in traits:
+            image = await self._media.image(config.credential_id, camera.id, event.device,
+                                            event.event_id)
+        if preview_url and event.session_id and CLIP_PREVIEW in traits:
+            clip = await self._media.clip(config.credential_id, camera.id, event.session_id,
+                                          preview_url)
         await self._bus.publish(Event("camera", event.kind, camera.id, {
             "name": camera.name, "path": camera.mtx_path, "enabled": camera.is_enabled,
             "eventId": event.event_id, "eventSessionId": event.session_id,
             "threadState": event.thread_state, "timestamp": event.timestamp,
-            "image": None, "clip": None,
+            "image": image, "clip": clip,
         }, event.at))
 
     # -- status ----------------------------------------------------------------------------

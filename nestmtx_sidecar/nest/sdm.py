@@ -23,6 +23,7 @@ COMMAND_PREFIX = "sdm.devices.commands.CameraLiveStream."
 GENERATE_RTSP = COMMAND_PREFIX + "GenerateRtspStream"
 EXTEND_RTSP = COMMAND_PREFIX + "ExtendRtspStream"
 STOP_RTSP = COMMAND_PREFIX + "StopRtspStream"
+GENERATE_IMAGE = "sdm.devices.commands.CameraEventImage.GenerateImage"
 
 # After a 429, commands of that credential pause: 1 min, x1.5 per repeat, at most 10 min (HA).
 BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 60.0, 1.5, 600.0
@@ -143,6 +144,16 @@ class SdmClient:
         results = body.get("results", {})
         return results if isinstance(results, dict) else {}
 
+    async def generate_image(self, credential_id: int, device: str, event_id: str,
+                             within: float) -> tuple[str, str]:
+        """(url, token) of an event's picture: GET url with `Authorization: Basic <token>`."""
+        results = await self.execute(credential_id, device, GENERATE_IMAGE,
+                                     {"eventId": event_id}, within)
+        url, token = results.get("url"), results.get("token")
+        if not isinstance(url, str) or not isinstance(token, str):
+            raise SdmError("GenerateImage answered without url and token")
+        return url, token
+
     async def _call(self, credential_id: int, device: str | None, command: str, within: float,
                     method: str, path: str, payload: dict[str, Any] | None = None
                     ) -> dict[str, Any]:
@@ -160,7 +171,7 @@ class SdmClient:
             token = await self._tokens(credential_id)
         except NotAuthenticated as exc:
             raise SdmAuthError(str(exc), "UNAUTHENTICATED") from None
-        short = command.removeprefix(COMMAND_PREFIX)
+        short = command.rsplit(".", 1)[-1] if command.startswith("sdm.") else command
         try:
             response = await self._http.request(
                 method, self._base + path, json=payload,

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # The device events that become `camera:<kind>` events.
@@ -23,7 +23,7 @@ EVENT_KINDS = {
     "sdm.devices.events.CameraSound.Sound": "sound",
     "sdm.devices.events.DoorbellChime.Chime": "chime",
 }
-# Known, carried no further here (event clips are not served yet).
+# Not an event of its own: the mp4 preview of a session's events.
 CLIP_PREVIEW = "sdm.devices.events.CameraClipPreview.ClipPreview"
 MAX_ID_LENGTH = 512  # Google's ids are ~100 characters; longer is not an SDM message
 _FRACTION = re.compile(r"(\.\d{6})\d+")  # Google may send nanoseconds; Python takes micro
@@ -57,6 +57,7 @@ class SdmMessage:
     unknown_events: tuple[str, ...]  # event keys this version does not know
     traits: Mapping[str, Any] | None
     relation: Mapping[str, Any] | None
+    clips: Mapping[str, str] = field(default_factory=dict)  # session -> previewUrl
 
 
 def parse_message(data: str) -> SdmMessage:
@@ -91,27 +92,38 @@ def parse_message(data: str) -> SdmMessage:
     raw_events = update.get("events", {})
     if not isinstance(raw_events, dict):
         raise MalformedMessage("shape", "resourceUpdate.events is not an object")
-    events, unknown = [], []
+    events, unknown, clips = [], [], {}
     for key, value in raw_events.items():
         kind = EVENT_KINDS.get(key)
-        if kind is None:
-            if key != CLIP_PREVIEW:
-                unknown.append(str(key)[:200])
+        if kind is None and key != CLIP_PREVIEW:
+            unknown.append(str(key)[:200])
             continue
         if not isinstance(value, dict):
             raise MalformedMessage("shape", f"{key} is not an object")
+        if kind is None:
+            clips[_text(value, "eventSessionId")] = _url(value, "previewUrl")
+            continue
         session = value.get("eventSessionId")
         if session is not None and not isinstance(session, str):
             raise MalformedMessage("shape", f"{key}.eventSessionId is not a string")
         events.append(DeviceEvent(kind, device, _text(value, "eventId"), session,
                                   thread_state, timestamp, at))
-    return SdmMessage(message_id, at, device, tuple(events), tuple(unknown), traits, None)
+    return SdmMessage(message_id, at, device, tuple(events), tuple(unknown), traits, None,
+                      clips)
 
 
 def _text(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
         raise MalformedMessage("shape", f"{key} is missing or not a string")
+    return value
+
+
+def _url(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")) \
+            or len(value) > 4096:
+        raise MalformedMessage("shape", f"{key} is missing or not a URL")
     return value
 
 

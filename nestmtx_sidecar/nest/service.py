@@ -12,11 +12,15 @@ from starlette.routing import Route
 from ..config import Settings
 from ..events import EventBus
 from ..lease import Lease, LocalLease
+from ..modules.auth import Auth
 from ..modules.cameras import Cameras
 from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
 from ..store import Store
 from .device_events import DeviceEvents
+from .media import EventMedia
+from .media_routes import MediaRoutes
+from .media_store import MediaStore
 from .oauth import ConsentCallback, TokenKeeper
 from .pubsub import PubSubClient
 from .sdm import SdmClient
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # How often the lease holder looks for streams and credentials other replicas added or removed.
 ADOPT_SECONDS = 2.0
+# An event waits at most this long for its picture (and clip) before it goes out without.
+MEDIA_WAIT_SECONDS = 3.0
 # Shutdown: how long StopRtspStream calls may take, inside the process's 10 s.
 SHUTDOWN_STOP_SECONDS = 3.0
 
@@ -42,7 +48,7 @@ class Nest:
 
     def __init__(self, settings: Settings, store: Store, box: SecretBox, redactor: Redactor,
                  bus: EventBus, cameras: Cameras, credentials: Credentials,
-                 lease: Lease | None = None) -> None:
+                 auth: Auth, lease: Lease | None = None) -> None:
         self.http = httpx.AsyncClient(timeout=30.0)
         self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri)
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
@@ -52,12 +58,16 @@ class Nest:
                                     settings.stream_start_timeout)
         self.streams = StreamSupervisor(store, box, redactor, bus, self.sdm, cameras,
                                         settings.stream_start_timeout, self.webrtc)
+        self.media = EventMedia(
+            MediaStore(settings.data_dir / "media", settings.media_max_mb * 1024 * 1024),
+            self.sdm, self.tokens.access_token, self.http, MEDIA_WAIT_SECONDS)
         self.device_events = DeviceEvents(
             store, bus, PubSubClient(settings.pubsub_api_url, self.tokens.access_token,
                                      self.http),
-            self.sync, self.tokens, settings.event_max_age)
+            self.sync, self.tokens, self.media, settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
-        self.routes = [Route(CALLBACK_PATH, callback.endpoint)]
+        self.routes = [Route(CALLBACK_PATH, callback.endpoint),
+                       *MediaRoutes(auth, self.media.store).routes]
         bus.subscribe(self.streams.on_event)
         bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)
@@ -77,6 +87,7 @@ class Nest:
         await self.device_events.on_credentials_change(credential_id, change)
 
     async def start(self) -> None:
+        await self.media.store.start()
         await self.tokens.start()  # every replica: the stored tokens, for its own SDM calls
         self._tasks.append(asyncio.create_task(self.lease.run_while_held(self._lead)))
 

@@ -30,7 +30,8 @@ def camera_values(device: dict[str, Any]) -> dict[str, Any]:
     live = traits.get(_LIVE_STREAM) or {}
     info = {"resolution": live.get("maxVideoResolution"),
             "videoCodecs": list(live.get("videoCodecs") or []),
-            "audioCodecs": list(live.get("audioCodecs") or [])}
+            "audioCodecs": list(live.get("audioCodecs") or []),
+            "traits": sorted(str(t) for t in traits)}  # which events and media it has
     return {"name": name[:255], "room": room[:255], "type": str(device.get("type") or ""),
             "protocols": [str(p) for p in live.get("supportedProtocols") or []], "info": info}
 

@@ -20,6 +20,7 @@ import base64
 import collections
 import contextlib
 import datetime as dt
+import fractions
 import hashlib
 import html
 import secrets
@@ -27,8 +28,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
+import av
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -44,6 +46,19 @@ PREFIX = "sdm.devices.commands.CameraLiveStream."
 STREAM_COMMANDS = {PREFIX + name for name in (
     "GenerateRtspStream", "ExtendRtspStream", "StopRtspStream",
     "GenerateWebRtcStream", "ExtendWebRtcStream", "StopWebRtcStream")}
+GENERATE_IMAGE = "sdm.devices.commands.CameraEventImage.GenerateImage"
+EVENT_LIFETIME = 30.0  # seconds: an event's image can be generated and fetched this long
+
+
+def jpeg(width: int = 64, height: int = 48, shade: int = 128) -> bytes:
+    """A small real JPEG (one flat frame through libav's MJPEG encoder)."""
+    codec = av.CodecContext.create("mjpeg", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuvj420p"
+    codec.time_base = fractions.Fraction(1, 25)
+    frame = av.VideoFrame(width, height, "yuvj420p")
+    for plane in frame.planes:
+        plane.update(bytes([shade]) * plane.buffer_size)
+    return b"".join(bytes(packet) for packet in [*codec.encode(frame), *codec.encode(None)])
 
 
 def google_error(code: int, status: str, message: str) -> JSONResponse:
@@ -67,9 +82,11 @@ def rate_limited(scope: str) -> JSONResponse:
 
 
 def camera(device_id: str, custom_name: str = "", room: str = "Front door",
-           protocols: tuple[str, ...] = ("RTSP",), project: str = "project-1") -> dict[str, Any]:
-    """A device of devices.list, as Google sends it."""
-    return {
+           protocols: tuple[str, ...] = ("RTSP",), project: str = "project-1",
+           traits: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A device of devices.list, as Google sends it; `traits` adds empty ones, such as
+    "CameraEventImage" or "CameraClipPreview"."""
+    device: dict[str, Any] = {
         "name": f"enterprises/{project}/devices/{device_id}",
         "type": "sdm.devices.types.CAMERA",
         "assignee": f"enterprises/{project}/structures/s1/rooms/r1",
@@ -83,6 +100,18 @@ def camera(device_id: str, custom_name: str = "", room: str = "Front door",
         "parentRelations": [{"parent": f"enterprises/{project}/structures/s1/rooms/r1",
                              "displayName": room}],
     }
+    device["traits"].update({f"sdm.devices.traits.{name}": {} for name in traits})
+    return device
+
+
+@dataclass
+class EventImage:
+    """An event's picture, as the camera took it."""
+
+    device: str
+    data: bytes
+    at: float  # monotonic: when the event happened
+    token: str = ""  # GenerateImage's Basic token, once generated
 
 
 @dataclass
@@ -144,6 +173,8 @@ class FakeGoogle:
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     access_scopes: dict[str, str] = field(default_factory=dict)  # token -> its scopes
     streams: dict[str, Stream] = field(default_factory=dict)  # extension token -> stream
+    event_images: dict[str, EventImage] = field(default_factory=dict)  # inner eventId -> it
+    clips: dict[str, bytes] = field(default_factory=dict)  # clip id -> mp4 of a preview URL
     _failures: dict[str, collections.deque[Any]] = field(
         default_factory=lambda: collections.defaultdict(collections.deque))
     url: str = ""
@@ -167,6 +198,18 @@ class FakeGoogle:
         if scheme != "Bearer" or self.access_tokens.get(token, 0) < time.monotonic():
             return None
         return set(self.access_scopes.get(token, "").split())
+
+    def camera_event(self, device_id: str, event_id: str, data: bytes,
+                     project: str = "project-1") -> None:
+        """The camera saw something now: its picture can be had for EVENT_LIFETIME s."""
+        name = f"enterprises/{project}/devices/{device_id}"
+        self.event_images[event_id] = EventImage(name, data, time.monotonic())
+
+    def preview_url(self, data: bytes) -> str:
+        """A clip preview URL (as in a ClipPreview event) serving `data` to a Bearer token."""
+        clip_id = secrets.token_urlsafe(12)
+        self.clips[clip_id] = data
+        return f"{self.url}/clips/{clip_id}/preview.mp4"
 
     def fail_next(self, endpoint: str, *failures: Any) -> None:
         """Script answers for the next calls of an endpoint ("token", "devices.list", or a
@@ -206,6 +249,8 @@ class FakeGoogle:
             Route("/v1/enterprises/{project}/devices", self._devices_list),
             Route("/v1/enterprises/{project}/devices/{device}:executeCommand", self._execute,
                   methods=["POST"]),
+            Route("/images/{event_id:path}", self._image),
+            Route("/clips/{clip_id}/preview.mp4", self._clip),
         ])
         self.url = f"http://127.0.0.1:{port}"
         async with serving(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
@@ -324,7 +369,7 @@ class FakeGoogle:
             command, params = body["command"], body.get("params", {})
         except (ValueError, KeyError, TypeError):
             return self._record("?", google_error(400, "INVALID_ARGUMENT", "Invalid JSON."))
-        short = str(command).removeprefix(PREFIX)
+        short = str(command).rsplit(".", 1)[-1]
         return self._record(short, await self._command(request, name, command, short, params),
                             device=name)
 
@@ -333,7 +378,7 @@ class FakeGoogle:
         failure = await self._scripted(short)
         if (error := self._unauthorized(request)) is not None:
             return error
-        if command not in STREAM_COMMANDS:
+        if command not in STREAM_COMMANDS and command != GENERATE_IMAGE:
             return google_error(400, "INVALID_ARGUMENT", f"Command {command} not supported.")
         since = time.monotonic() - self.quota_window
         recent = [c for c in self.calls if c.at > since and c.status != 429 and c.device]
@@ -401,6 +446,45 @@ class FakeGoogle:
             return _no_stream()
         stream.stopped = True
         return JSONResponse({"results": {}})
+
+    async def _GenerateImage(self, name: str, params: dict[str, Any]) -> Response:
+        event_id = params.get("eventId")
+        if not isinstance(event_id, str) or not event_id:
+            return google_error(400, "INVALID_ARGUMENT", "eventId is required.")
+        image = self.event_images.get(event_id)
+        if image is None or image.device != name:
+            return google_error(404, "NOT_FOUND", "Event not found.")
+        if time.monotonic() - image.at > EVENT_LIFETIME:
+            return google_error(400, "FAILED_PRECONDITION", "The event has expired.")
+        image.token = secrets.token_urlsafe(24)
+        return JSONResponse({"results": {"url": f"{self.url}/images/{quote(event_id, safe='')}",
+                                         "token": image.token}})
+
+    async def _image(self, request: Request) -> Response:
+        """The URL GenerateImage gave: the JPEG, to its Basic token, while the event is new."""
+        image = self.event_images.get(request.path_params["event_id"])
+        failure = await self._scripted("image")
+        if image is None or not image.token or \
+                request.headers.get("authorization") != f"Basic {image.token}":
+            response: Response = google_error(401, "UNAUTHENTICATED",
+                                              "Request had invalid authentication credentials.")
+        elif isinstance(failure, int):
+            response = google_error(failure, "UNAVAILABLE", "The service is unavailable.")
+        elif time.monotonic() - image.at > EVENT_LIFETIME:
+            response = google_error(404, "NOT_FOUND", "The image has expired.")
+        else:
+            response = Response(image.data, media_type="image/jpeg")
+        return self._record("image", response)
+
+    async def _clip(self, request: Request) -> Response:
+        data = self.clips.get(request.path_params["clip_id"])
+        if (error := self._unauthorized(request)) is not None:
+            response: Response = error
+        elif data is None:
+            response = google_error(404, "NOT_FOUND", "Clip not found.")
+        else:
+            response = Response(data, media_type="video/mp4")
+        return self._record("clip", response)
 
     def _peer(self, name: str) -> FakeNestWebRtc:
         peer = self.webrtc_peers.get(name.rsplit("/", 1)[1])

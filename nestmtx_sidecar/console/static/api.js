@@ -97,6 +97,16 @@ export async function getJson(path, session) {
   return response.json();
 }
 
+// A protected file (an event picture) as a blob: URL; an <img> cannot send the bearer.
+export async function getBlobUrl(path, session) {
+  const response = await fetch(path, {
+    headers: { Authorization: `Bearer ${session.bearer}` },
+    credentials: 'omit',
+  });
+  if (!response.ok) throw await errorFrom(response);
+  return URL.createObjectURL(await response.blob());
+}
+
 // One authenticated Socket.IO connection; `request()` resolves with the reply or rejects
 // with an ApiError. Event and log listeners are registered through `on()`.
 export class Connection {

@@ -10,6 +10,7 @@ import { EventsPage } from './pages/events.js';
 import { LogsPage } from './pages/logs.js';
 import { StatusPage } from './pages/status.js';
 import { UsersPage } from './pages/users.js';
+import { Pictures } from './pictures.js';
 
 const FLASH_KEY = 'nestmtx.flash';
 const PAGES = {
@@ -73,7 +74,8 @@ function start(newSession) {
     onState: setConnection,
     onRefused: (message) => end(message),
   });
-  const context = { connection, session, go: (name) => { location.hash = name; } };
+  const context = { connection, session, pictures: new Pictures(session),
+    go: (name) => { location.hash = name; } };
   pages = Object.fromEntries(Object.entries(PAGES).map(([name, Page]) => [name,
     new Page(context)]));
   connection.on('nestmtx:*', (event) => {

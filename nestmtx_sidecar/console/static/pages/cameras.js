@@ -27,12 +27,13 @@ function resolution(camera) {
 
 function freshState() {
   return { demanded: null, ready: null, readers: new Set(), expiresAt: null, generation: null,
-    failure: null, error: null };
+    failure: null, error: null, device: null };
 }
 
 export class CamerasPage {
-  constructor({ connection }) {
+  constructor({ connection, pictures }) {
     this.connection = connection;
+    this.pictures = pictures;
     this.cameras = [];
     this.states = new Map(); // camera id -> live state from events since the page opened
     this.urls = null;
@@ -91,6 +92,9 @@ export class CamerasPage {
         state.failure = { at: event.at, error: details.error, reason: details.reason };
         break;
       case 'error': state.error = { at: event.at, error: details.error }; break;
+      case 'motion': case 'person': case 'sound': case 'chime':
+        state.device = { kind: event.event, at: event.at, image: details.image };
+        break;
       default: return;
     }
     this.states.set(event.entity, state);
@@ -136,6 +140,14 @@ export class CamerasPage {
     if (state.error) {
       cell.append(el('p', { className: 'state state-bad' },
         `Error (${formatTime(state.error.at)}): ${state.error.error ?? ''}`));
+    }
+    if (state.device) {
+      const { kind, at, image } = state.device;
+      cell.append(el('p', { className: 'state' }, `Last event: ${kind} (${formatTime(at)})`));
+      if (typeof image === 'string' && image.startsWith('/api/cameras/')) {
+        const name = this.cameras.find((c) => c.id === id)?.name ?? `Camera ${id}`;
+        cell.append(this.pictures.image(image, `${name}: last event, ${kind}`));
+      }
     }
     return cell;
   }

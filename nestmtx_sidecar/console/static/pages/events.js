@@ -1,4 +1,5 @@
 // Events: the live `nestmtx:*` feed, filterable by domain, event and camera, pausable.
+// Device events show their picture.
 
 import { byId, el, formatTime } from '../dom.js';
 import { LiveFeed } from './feed.js';
@@ -18,8 +19,9 @@ function matches(event, { domain, name, camera }) {
 }
 
 export class EventsPage extends LiveFeed {
-  constructor() {
+  constructor({ pictures }) {
     super('events', KEPT, 'event(s)');
+    this.pictures = pictures;
     for (const id of ['events-domain', 'events-event', 'events-camera']) {
       byId(id).addEventListener('input', () => this.render());
     }
@@ -44,7 +46,8 @@ export class EventsPage extends LiveFeed {
   item(event) {
     const details = event.details ?? {};
     const extra = Object.entries(details)
-      .filter(([key]) => !['path', 'name', 'query', 'enabled', 'description'].includes(key))
+      .filter(([key]) => !['path', 'name', 'query', 'enabled', 'description', 'image']
+        .includes(key))
       .map(([key, value]) => `${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}`);
     return el('li', { className: `event event-${event.domain}` },
       el('time', { datetime: event.at }, formatTime(event.at)),
@@ -52,6 +55,9 @@ export class EventsPage extends LiveFeed {
       details.path ? el('code', { className: 'path' }, details.path) : null,
       details.name ? el('span', { className: 'name' }, details.name) : null,
       details.description ? el('span', { className: 'name' }, details.description) : null,
-      extra.length ? el('span', { className: 'muted details' }, extra.join(' · ')) : null);
+      extra.length ? el('span', { className: 'muted details' }, extra.join(' · ')) : null,
+      typeof details.image === 'string' && details.image.startsWith('/api/cameras/')
+        ? this.pictures.image(details.image, `${details.name ?? 'Camera'}: ${event.event}`)
+        : null);
   }
 }
