@@ -45,8 +45,7 @@ async def test_a_new_data_dir_and_its_files_are_private_under_umask_022(tmp_path
         await sidecar.login()  # a write: the WAL and its index are in use now
         found = modes(sidecar.data_dir)
     assert found == {".": "0o700", "sidecar.db": "0o600", "sidecar.db-wal": "0o600",
-                     "sidecar.db-shm": "0o600", "app_key": "0o600", "hook_secret": "0o600",
-                     "media": "0o700"}
+                     "sidecar.db-shm": "0o600", "app_key": "0o600", "hook_secret": "0o600"}
 
 
 async def test_an_existing_wider_data_dir_is_narrowed_with_a_warning(tmp_path):

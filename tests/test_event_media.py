@@ -65,6 +65,7 @@ async def test_an_event_image_is_served_as_the_jpeg_google_made_also_after_a_res
                 "unauthorized"
             [kept] = (tmp_path / "data" / "media").iterdir()
             assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+            assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
             unknown = await e.client.get(f"/api/cameras/{camera_id}/events/nope/image")
             assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
         async with sidecar(tmp_path, google, pubsub) as after:  # same data dir

@@ -49,9 +49,11 @@ class MediaStore:
         return await asyncio.to_thread(self._write, self.path(camera_id, kind, key), data)
 
     def _scan(self) -> None:
-        private_dir(self._dir)
         found = []
-        for entry in os.scandir(self._dir):
+        # Made at the first picture, not here: a sidecar without device events keeps none.
+        if self._dir.exists():
+            private_dir(self._dir)  # narrows a directory made wider by hand
+        for entry in os.scandir(self._dir) if self._dir.exists() else ():
             if entry.is_file() and entry.name.endswith(tuple(SUFFIX.values())):
                 stat = entry.stat()
                 found.append((stat.st_mtime_ns, Path(entry.path), stat.st_size))
@@ -70,6 +72,7 @@ class MediaStore:
     def _write(self, path: Path, data: bytes) -> bool:
         if len(data) > self.max_bytes:  # it would push out everything, then itself
             return False
+        private_dir(self._dir)
         part = path.with_name(path.name + ".part")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with os.fdopen(fd, "wb") as file:
