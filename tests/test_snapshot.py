@@ -65,8 +65,9 @@ async def test_live_rtsp_camera_snapshot_is_a_jpeg(tmp_path: Path) -> None:
 
             anonymous = await httpx.AsyncClient(base_url=running.url).get(url)
             assert anonymous.status_code == 401 and "error" in anonymous.json()
-            missing = await client.get("/api/cameras/999/snapshot")
-            assert missing.status_code == 404 and "error" in missing.json()
+            for unknown in ("999", str(2**100)):  # the second is past any id column
+                missing = await client.get(f"/api/cameras/{unknown}/snapshot")
+                assert missing.status_code == 404 and "error" in missing.json()
 
             await running.sidecar.nest.streams.stop_stream(item["id"], "test")
             assert_not_live(await client.get(url))

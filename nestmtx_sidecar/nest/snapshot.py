@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from ..errors import Conflict, NotFound, SidecarError, Unavailable
 from ..http_api import bearer_caller, error_response
+from ..modules import MAX_ID
 from ..modules.auth import Auth
 from ..modules.cameras import CameraRef, Cameras
 from ..security import safe_url
@@ -104,7 +105,8 @@ class Snapshots:
         try:
             if await bearer_caller(self._auth, request) is None:
                 await self._auth.authenticate(None)  # raises: a token is required
-            camera = await self._cameras.get_ref(camera_id)
+            # An id past the column's range names no camera (and must not reach the database).
+            camera = await self._cameras.get_ref(camera_id) if 0 < camera_id <= MAX_ID else None
             if camera is None:
                 raise NotFound(f"No camera with id {camera_id}")
             jpeg = await self._jpeg(camera)
