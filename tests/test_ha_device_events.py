@@ -109,65 +109,79 @@ async def test_a_camera_with_motion_and_person_gets_event_sensors_and_its_last_p
     try:
         async with google.serve():
             pubsub = FakePubSub(google.token_scopes)
-            async with pubsub.serve(), sidecar(tmp_path, google, pubsub,
-                                               mqtt_url=broker.url) as e:
-                await connect(e)
-                camera_id = await porch(e)
-                node = f"nestmtx_camera_{camera_id}"
-                topics = {
-                    "event": f"homeassistant/event/{node}_device_event/config",
-                    "motion": f"homeassistant/binary_sensor/{node}_motion/config",
-                    "person": f"homeassistant/binary_sensor/{node}_person/config",
-                    "image": f"homeassistant/image/{node}_last_event/config",
-                }
-                image_topic = f"nestmtx/image/camera/{camera_id}"
-                async with Watcher(broker, "homeassistant/#", "nestmtx/#") as watcher:
-                    configs = {key: decode(await watcher.expect(
-                        topic, lambda m: bool(m.payload))) for key, topic in topics.items()}
-                    for key, config in configs.items():
-                        assert ha_problems(topics[key].split("/")[1], config) == [], key
-                        assert config["device"]["identifiers"] == [node]
-                    event = configs["event"]
-                    assert event["event_types"] == ["motion", "person"]  # no sound, no chime
-                    assert event["device_class"] == "motion"
-                    assert (configs["motion"]["device_class"],
-                            configs["person"]["device_class"]) == ("motion", "occupancy")
-                    assert configs["motion"]["off_delay"] == 30
-                    assert configs["image"]["image_topic"] == image_topic
-                    assert configs["image"]["content_type"] == "image/jpeg"
-                    assert "state_topic" not in configs["image"]
+            async with pubsub.serve():
+                async with sidecar(tmp_path, google, pubsub, mqtt_url=broker.url) as e:
+                    await connect(e)
+                    camera_id = await porch(e)
+                    node = f"nestmtx_camera_{camera_id}"
+                    topics = {
+                        "event": f"homeassistant/event/{node}_device_event/config",
+                        "motion": f"homeassistant/binary_sensor/{node}_motion/config",
+                        "person": f"homeassistant/binary_sensor/{node}_person/config",
+                        "image": f"homeassistant/image/{node}_last_event/config",
+                    }
+                    image_topic = f"nestmtx/image/camera/{camera_id}"
+                    async with Watcher(broker, "homeassistant/#", "nestmtx/#") as watcher:
+                        configs = {key: decode(await watcher.expect(
+                            topic, lambda m: bool(m.payload))) for key, topic in topics.items()}
+                        for key, config in configs.items():
+                            assert ha_problems(topics[key].split("/")[1], config) == [], key
+                            assert config["device"]["identifiers"] == [node]
+                        event = configs["event"]
+                        assert event["event_types"] == ["motion", "person"]  # no sound, no chime
+                        assert event["device_class"] == "motion"
+                        assert (configs["motion"]["device_class"],
+                                configs["person"]["device_class"]) == ("motion", "occupancy")
+                        assert configs["motion"]["off_delay"] == 30
+                        assert configs["image"]["image_topic"] == image_topic
+                        assert configs["image"]["content_type"] == "image/jpeg"
+                        assert "state_topic" not in configs["image"]
 
-                    google.camera_event("cam-1", "ev-ha", picture)
-                    e.pubsub.publish(motion("ev-ha"))
-                    sent = await watcher.expect(f"nestmtx/events/camera/{camera_id}/motion")
-                    assert decode(sent)["details"]["eventId"] == "ev-ha"  # topic as before
-                    image = await watcher.expect(image_topic)
-                    assert image.payload == picture
+                        google.camera_event("cam-1", "ev-ha", picture)
+                        e.pubsub.publish(motion("ev-ha"))
+                        sent = await watcher.expect(f"nestmtx/events/camera/{camera_id}/motion")
+                        assert decode(sent)["details"]["eventId"] == "ev-ha"  # topic as before
+                        image = await watcher.expect(image_topic)
+                        assert image.payload == picture
 
-                    # What Home Assistant makes of that message, through the configs.
-                    assert sent.topic.matches(event["state_topic"])
-                    fired = json.loads(render(event["value_template"], sent.payload))
-                    assert fired == {"event_type": "motion", "event_id": "ev-ha",
-                                     "timestamp": decode(sent)["details"]["timestamp"],
-                                     "image": decode(sent)["details"]["image"], "clip": None}
-                    assert sent.topic.matches(configs["motion"]["state_topic"])
-                    assert not sent.topic.matches(configs["person"]["state_topic"])
-                    assert render(configs["motion"]["value_template"], sent.payload) == \
-                        configs["motion"]["payload_on"]
-                    # Other camera events come on the same wildcard and render to nothing.
-                    ready = Event("camera", "ready", camera_id, {"path": "porch"}).payload()
-                    assert render(event["value_template"], json.dumps(ready).encode()) == ""
+                        # What Home Assistant makes of that message, through the configs.
+                        assert sent.topic.matches(event["state_topic"])
+                        fired = json.loads(render(event["value_template"], sent.payload))
+                        assert fired == {"event_type": "motion", "event_id": "ev-ha",
+                                         "timestamp": decode(sent)["details"]["timestamp"],
+                                         "image": decode(sent)["details"]["image"], "clip": None}
+                        assert sent.topic.matches(configs["motion"]["state_topic"])
+                        assert not sent.topic.matches(configs["person"]["state_topic"])
+                        assert render(configs["motion"]["value_template"], sent.payload) == \
+                            configs["motion"]["payload_on"]
+                        # Other camera events come on the same wildcard and render to nothing.
+                        ready = Event("camera", "ready", camera_id, {"path": "porch"}).payload()
+                        assert render(event["value_template"], json.dumps(ready).encode()) == ""
 
-                async with Watcher(broker, image_topic) as late:  # kept for late comers
-                    kept = await late.expect(image_topic)
-                    assert kept.retain and kept.payload == picture
+                    async with Watcher(broker, image_topic) as late:  # kept for late comers
+                        kept = await late.expect(image_topic)
+                        assert kept.retain and kept.payload == picture
+                    # A picture of no camera, left at the broker, for the restart below.
+                    async with broker.client() as client:
+                        await client.publish("nestmtx/image/camera/77", picture, qos=1,
+                                             retain=True)
 
-                # Disabled: the entities and the picture go, as the other configs do.
-                async with Watcher(broker, "homeassistant/#", "nestmtx/image/#") as watcher:
-                    reply = await e.client.put(f"/api/cameras/{camera_id}",
-                                               json={"is_enabled": False})
-                    assert reply.status_code == 200, reply.text
-                    for topic in [*topics.values(), image_topic]:
-                        await watcher.expect(topic, lambda m: m.payload == b"")
+                # Restarted: the sweep clears the orphan, and keeps the served camera's picture
+                # (there is none to publish again until its next event).
+                async with Watcher(broker, "nestmtx/image/#") as watcher, \
+                        sidecar(tmp_path, google, pubsub, mqtt_url=broker.url) as e:
+                    await watcher.expect("nestmtx/image/camera/77", lambda m: m.payload == b"")
+                    async with Watcher(broker, "nestmtx/image/#") as late:
+                        kept = await late.expect(image_topic)
+                        assert kept.retain and kept.payload == picture
+                        assert all(m.topic.value == image_topic for m in late.messages)
+
+                    # Disabled: the entities and the picture go, as the other configs do.
+                    async with Watcher(broker, "homeassistant/#", "nestmtx/image/#") as watcher:
+                        reply = await e.client.put(f"/api/cameras/{camera_id}",
+                                                   json={"is_enabled": False})
+                        assert reply.status_code == 200, reply.text
+                        for topic in [*topics.values(), image_topic]:
+                            await watcher.expect(topic, lambda m: m.payload == b"")
     finally:
         broker.stop()
