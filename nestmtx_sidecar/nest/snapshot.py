@@ -32,6 +32,8 @@ SNAPSHOT_PATH = "/api/cameras/{camera:int}/snapshot"
 # The whole RTSP read: connect, DESCRIBE/SETUP/PLAY, wait for a keyframe, decode one frame.
 RTSP_SECONDS = 10.0
 MAX_JPEG_BYTES = 16 * 1024 * 1024  # ffmpeg's output is read into memory: a bound, not a limit
+# Snapshots made at once (each an ffmpeg process or a decoding thread); the rest wait their turn.
+CONCURRENT = 2
 
 
 def keyframe_jpeg(access_unit: bytes, parameter_sets: bytes) -> bytes:
@@ -94,6 +96,7 @@ class Snapshots:
         self._streams = streams
         self._webrtc = webrtc
         self._rtsp_url = rtsp_url.rstrip("/")
+        self._slots = asyncio.Semaphore(CONCURRENT)
 
     @property
     def routes(self) -> list[Route]:
@@ -109,7 +112,8 @@ class Snapshots:
             camera = await self._cameras.get_ref(camera_id) if 0 < camera_id <= MAX_ID else None
             if camera is None:
                 raise NotFound(f"No camera with id {camera_id}")
-            jpeg = await self._jpeg(camera)
+            async with self._slots:
+                jpeg = await self._jpeg(camera)
         except SidecarError as exc:
             return error_response(exc)
         # Private (it shows the home) and never cached: it is the picture of now.
