@@ -108,7 +108,9 @@ class Sidecar:
             from .mqtt import MqttBridge  # aiomqtt loads only when MQTT is configured
 
             self.mqtt = MqttBridge(settings, self.dispatcher, self.auth, self.cameras,
-                                   self.credentials, self.redactor)
+                                   self.credentials, self.redactor,
+                                   pictures=lambda camera_id, event_id:
+                                   self.nest.media.store.read(camera_id, "image", event_id))
             self.bus.subscribe(self.mqtt.publish)
         self.mediamtx = (MediaMtxPaths(settings.mediamtx_api_url)
                          if settings.mediamtx_api_url else None)

@@ -301,6 +301,22 @@ _ROUTES: dict[tuple[str, str], dict[str, Any]] = {
                                                                 "image/jpeg"),
     ("/api/cameras/{camera}/events/{key}/clip", "GET"): _media("clip", "eventSessionId",
                                                                "video/mp4"),
+    ("/api/cameras/{camera}/snapshot", "GET"): {
+        "tags": ["cameras"], "summary": "The camera's live picture",
+        "description": "One JPEG of the live picture, made on request, while the camera's "
+                       "path is live (a reader holds its stream); see docs/events.md.",
+        "security": _BEARER,
+        "parameters": [{"name": "camera", "in": "path", "required": True,
+                        "description": "The camera id.", "schema": {"type": "integer"}}],
+        "responses": {"200": {"description": "The picture.",
+                              "content": {"image/jpeg": {"schema": {"type": "string",
+                                                                    "format": "binary"}}}},
+                      **_errors({401, 404, 409, 503}, {
+                          404: "No such camera.",
+                          409: "The camera's path is not live.",
+                          503: "The live path gave no frame in time, or it could not be "
+                               "decoded."})},
+    },
     ("/", "GET"): {
         "tags": ["api"], "summary": "The web console",
         "description": "An HTML page (its scripts and styles under `/console/`) that logs in "

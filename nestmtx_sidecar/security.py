@@ -20,6 +20,11 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 
+def safe_url(text: str) -> str:
+    """`text` with the user:password of any URL in it left out, for logs and messages."""
+    return re.sub(r"//[^/@\s]*@", "//", text)
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)

@@ -437,16 +437,18 @@ async def test_stale_retained_topics_of_this_sidecar_are_cleared_on_connect(
         tmp_path: Path, broker: Mosquitto) -> None:
     stale = ["homeassistant/sensor/nestmtx_camera_77_viewers/config",
              "homeassistant/binary_sensor/nestmtx_credentials_5_authenticated/config",
-             "nestmtx/state/camera/77"]
+             "nestmtx/state/camera/77", "nestmtx/image/camera/77",
+             "homeassistant/event/nestmtx_camera_77_device_event/config"]
     foreign = "homeassistant/sensor/kitchen_temperature/config"
     async with broker.client() as client:
         for topic in [*stale, foreign]:
             await client.publish(topic, b'{"left": "over"}', qos=1, retain=True)
     async with serve_in_loop(make_settings(tmp_path, mqtt_url=broker.url)), \
-            Watcher(broker, "homeassistant/#", "nestmtx/state/#") as watcher:
+            Watcher(broker, "homeassistant/#", "nestmtx/state/#", "nestmtx/image/#") as watcher:
         for topic in stale:
             await watcher.expect(topic, lambda m: m.payload == b"")
-    async with Watcher(broker, "homeassistant/#", "nestmtx/state/#", "nestmtx/status") as fresh:
+    async with Watcher(broker, "homeassistant/#", "nestmtx/state/#", "nestmtx/image/#",
+                       "nestmtx/status") as fresh:
         await fresh.expect("nestmtx/status")
         assert {m.topic.value for m in fresh.messages if m.payload} == {foreign,
                                                                       "nestmtx/status"}

@@ -25,7 +25,7 @@ from .connection import Connection
 from .discovery import OFFLINE, ONLINE, Discovery
 from .outbox import BUFFER_SIZE, Outbox
 from .requests import MqttRequests
-from .state import StateMirror
+from .state import Pictures, StateMirror
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class MqttBridge:
 
     def __init__(self, settings: Settings, dispatcher: Dispatcher, auth: Auth, cameras: Cameras,
                  credentials: Credentials, redactor: Redactor,
-                 buffer_size: int = BUFFER_SIZE) -> None:
+                 buffer_size: int = BUFFER_SIZE, pictures: Pictures | None = None) -> None:
         broker = settings.mqtt_broker
         if broker is None:
             raise ConfigError("NESTMTX_MQTT_URL: not set, so there is no broker to bridge to")
@@ -46,7 +46,7 @@ class MqttBridge:
         base = settings.mqtt_base
         discovery = Discovery(base, settings.mqtt_discovery_prefix)
         self.outbox = Outbox(buffer_size)
-        self.state = StateMirror(self.outbox, discovery, cameras, credentials)
+        self.state = StateMirror(self.outbox, discovery, cameras, credentials, pictures)
         self.requests = MqttRequests(base, discovery.node, dispatcher, auth)
         self.connection = Connection(broker, f"{base}/status",
                                      [self.requests.subscription, *self.state.sweep_filters])

@@ -7,13 +7,14 @@ keep into the outbox; retained topics of this sidecar that match nothing any mor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..errors import NotFound
 from ..events import Event, isoformat
 from ..modules.cameras import CameraRef, Cameras
 from ..modules.credentials import Credentials
+from ..nest.sdm_events import EVENT_KINDS
 from .camera_state import CameraState
 from .discovery import COMPONENTS, Discovery
 from .outbox import Outbox
@@ -22,14 +23,19 @@ logger = logging.getLogger(__name__)
 
 _CREDENTIAL_EVENTS = {"authenticated", "reauthenticated", "unauthenticated"}
 _EVERY = {"itemsPerPage": -1}
+_DEVICE_EVENTS = frozenset(EVENT_KINDS.values())
+
+# (camera id, eventId) -> the event picture's JPEG bytes, None when none is kept here.
+Pictures = Callable[[int, str], Awaitable[bytes | None]]
 
 
 class StateMirror:
     """Keeps the broker's retained state and discovery configs equal to the database."""
 
     def __init__(self, outbox: Outbox, discovery: Discovery, cameras: Cameras,
-                 credentials: Credentials) -> None:
+                 credentials: Credentials, pictures: Pictures | None = None) -> None:
         self._outbox = outbox
+        self._pictures = pictures
         self._discovery = discovery
         self._cameras = cameras
         self._credentials = credentials
@@ -43,7 +49,7 @@ class StateMirror:
     def sweep_filters(self) -> list[str]:
         """Where retained topics of this sidecar left from before (a deleted camera) are found."""
         return [*(f"{self._discovery.prefix}/{component}/+/config" for component in COMPONENTS),
-                f"{self._discovery.base}/state/+/+"]
+                f"{self._discovery.base}/state/+/+", self._discovery.image_topic("+")]
 
     async def load(self) -> None:
         """Align discovery and state with the database: things changed while we were away."""
@@ -66,7 +72,15 @@ class StateMirror:
         """A retained message older than this connection: clear it if it is ours and stale."""
         if not payload or self._outbox.holds(topic):
             return
-        if self._discovery.owns(topic) or topic.startswith(f"{self._discovery.base}/state/"):
+        image = topic.removeprefix(self._discovery.image_topic(""))
+        if image != topic:
+            # The last picture outlives a restart (nothing to publish again) while its
+            # camera is served; only an untracked camera's is stale.
+            stale = not image.isdigit() or int(image) not in self._camera_states
+        else:
+            stale = self._discovery.owns(topic) or topic.startswith(
+                f"{self._discovery.base}/state/")
+        if stale:
             logger.info("clearing stale retained MQTT topic %s", topic)
             self._outbox.retain(topic, None)
 
@@ -95,6 +109,7 @@ class StateMirror:
     def _forget_camera(self, camera_id: int) -> None:
         self._camera_states.pop(camera_id, None)
         self._disown(("camera", camera_id))
+        self._outbox.retain(self._discovery.image_topic(camera_id), None)
 
     def _track_credential(self, item: Mapping[str, Any]) -> None:
         state = self._credential_states[item["id"]] = {
@@ -111,10 +126,21 @@ class StateMirror:
         if camera_id not in self._camera_states and event.details.get("enabled"):
             await self._refresh_camera(camera_id)  # enabled elsewhere (another replica)
         state = self._camera_states.get(camera_id)
+        if state is not None and event.event in _DEVICE_EVENTS:
+            await self._picture(camera_id, event)
         if state is not None:
             state.apply(event)
             self._outbox.retain(self._discovery.state_topic("camera", camera_id),
                                 state.payload())
+
+    async def _picture(self, camera_id: int, event: Event) -> None:
+        """A device event with a picture: it becomes the camera's last event picture."""
+        event_id = event.details.get("eventId")
+        if self._pictures is None or not event.details.get("image") or not event_id:
+            return
+        data = await self._pictures(camera_id, str(event_id))
+        if data:  # None on a replica that did not fetch it: the one that did publishes it
+            self._outbox.republish(self._discovery.image_topic(camera_id), data)
 
     def _credential_event(self, credential_id: int, event: Event) -> None:
         state = self._credential_states.get(credential_id)

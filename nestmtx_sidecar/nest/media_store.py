@@ -48,6 +48,16 @@ class MediaStore:
         """Keep the file; False if it alone is over the bound (so it is not kept)."""
         return await asyncio.to_thread(self._write, self.path(camera_id, kind, key), data)
 
+    async def read(self, camera_id: int, kind: str, key: str) -> bytes | None:
+        """The kept file's bytes; None if it is not kept (or was evicted meanwhile)."""
+        path = self.find(camera_id, kind, key)
+        if path is None:
+            return None
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+
     def _scan(self) -> None:
         found = []
         # Made at the first picture, not here: a sidecar without device events keeps none.

@@ -23,6 +23,9 @@ EVENT_KINDS = {
     "sdm.devices.events.CameraSound.Sound": "sound",
     "sdm.devices.events.DoorbellChime.Chime": "chime",
 }
+# The trait a device has when it sends each kind (CameraMotion for CameraMotion.Motion).
+KIND_TRAITS = {kind: "sdm.devices.traits." + name.split(".")[3]
+               for name, kind in EVENT_KINDS.items()}
 # Not an event of its own: the mp4 preview of a session's events.
 CLIP_PREVIEW = "sdm.devices.events.CameraClipPreview.ClipPreview"
 MAX_ID_LENGTH = 512  # Google's ids are ~100 characters; longer is not an SDM message

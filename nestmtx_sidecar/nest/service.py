@@ -24,6 +24,7 @@ from .media_store import MediaStore
 from .oauth import ConsentCallback, TokenKeeper
 from .pubsub import PubSubClient
 from .sdm import SdmClient
+from .snapshot import Snapshots
 from .streams import StreamSupervisor
 from .sync import DeviceSync
 from .webrtc_streams import WebRtcStreams
@@ -67,7 +68,9 @@ class Nest:
             self.sync, self.tokens, self.media, settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint),
-                       *MediaRoutes(auth, self.media.store).routes]
+                       *MediaRoutes(auth, self.media.store).routes,
+                       *Snapshots(auth, cameras, self.streams, self.webrtc,
+                                  settings.mediamtx_rtsp_url).routes]
         bus.subscribe(self.streams.on_event)
         bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)

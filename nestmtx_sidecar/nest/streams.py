@@ -313,6 +313,11 @@ class StreamSupervisor:
         camera = await self._cameras.get_ref(camera_id)
         return _Session(camera) if camera is not None else None
 
+    def is_live(self, camera_id: int) -> bool:
+        """Whether this replica holds a running stream session of the camera."""
+        session = self._sessions.get(camera_id)
+        return session is not None and session.wanted and session.alive()
+
     @property
     def live(self) -> int:
         """Sessions this replica keeps alive: on the lease holder, every replica's."""

@@ -40,6 +40,8 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from ..security import safe_url
+
 logger = logging.getLogger(__name__)
 
 VIDEO_RATE = 90000
@@ -175,6 +177,7 @@ class RtspOutput:
         self._streams: dict[str, av.stream.Stream] = {}
         self._opus: av.audio.codeccontext.AudioCodecContext | None = None
         self.last_keyframe: bytes | None = None  # what a freeze shows; set on the mux thread
+        self.parameter_sets = b""  # the first keyframe's SPS/PPS, for a later one without them
         self._posted = 0  # written by the loop's thread only
         self._muxed = 0  # written by the mux thread only
         self._on_error: Callable[[BaseException], None] | None = None
@@ -191,6 +194,7 @@ class RtspOutput:
         # A template demuxed from the keyframe carries SPS/PPS as extradata and the picture
         # size, and its stream has no encoder: start_encoding opens nothing.
         with av.open(io.BytesIO(keyframe), format="h264") as probe:
+            self.parameter_sets = bytes(probe.streams.video[0].codec_context.extradata or b"")
             container = av.open(self.url, "w", format="rtsp", options={
                 "rtsp_transport": "tcp", "timeout": str(int(self._io_timeout * 1e6))})
             try:
@@ -488,7 +492,7 @@ class WebRtcPublisher:
                 self._pending = None
         self.stats.sessions += 1
         logger.info("WebRTC session %s publishing to %s", _short(answer.media_session_id),
-                    _safe_url(self.target_url))
+                    safe_url(self.target_url))
         return answer
 
     async def _on_frame(self, session: _PeerSession, kind: str, frame: JitterFrame) -> None:
@@ -512,13 +516,13 @@ class WebRtcPublisher:
 
     def _write(self, kind: str, data: bytes, pts: int) -> None:
         if self._output.backlog >= MAX_BACKLOG:
-            self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
+            self._fail("publish-failed", f"RTSP publication to {safe_url(self.target_url)} "
                                          f"is not keeping up ({MAX_BACKLOG} frames behind)")
             return
         self._output.post(kind, data, pts, self._broke)
 
     def _broke(self, exc: BaseException) -> None:
-        self._fail("publish-failed", f"RTSP publication to {_safe_url(self.target_url)} "
+        self._fail("publish-failed", f"RTSP publication to {safe_url(self.target_url)} "
                                      f"broke: {exc}")
 
     async def _switch_to(self, session: _PeerSession, keyframe: bytes) -> None:
@@ -533,7 +537,7 @@ class WebRtcPublisher:
             except (av.FFmpegError, OSError) as exc:
                 self._active, self.stats.started_at = None, None
                 self._switched.set_exception(PublisherError(
-                    f"cannot publish to {_safe_url(self.target_url)}: {exc}"))
+                    f"cannot publish to {safe_url(self.target_url)}: {exc}"))
                 return
         self._last_media = asyncio.get_running_loop().time()  # silence counts from here
         self._switched.set_result(None)
@@ -568,12 +572,18 @@ class WebRtcPublisher:
 
     def _fail(self, reason: str, message: str) -> None:
         if not self._failure.done():
-            logger.warning("WebRTC publisher for %s: %s", _safe_url(self.target_url), message)
+            logger.warning("WebRTC publisher for %s: %s", safe_url(self.target_url), message)
             self._failure.set_result(Failure(reason, message))
 
     async def wait_failure(self) -> Failure:
         """Resolves once, with the first failure seen; the caller then stops or regenerates."""
         return await asyncio.shield(self._failure)
+
+    @property
+    def keyframe(self) -> tuple[bytes, bytes] | None:
+        """The last keyframe sent to MediaMTX and the SPS/PPS to decode it, once publishing."""
+        access_unit = self._output.last_keyframe
+        return None if access_unit is None else (access_unit, self._output.parameter_sets)
 
     @property
     def media_session_id(self) -> str | None:
@@ -596,8 +606,3 @@ class WebRtcPublisher:
 
 def _short(media_session_id: str) -> str:
     return media_session_id[:8] + "..." if len(media_session_id) > 8 else media_session_id
-
-
-def _safe_url(url: str) -> str:
-    """The target without credentials, for logs."""
-    return re.sub(r"//[^/@]*@", "//", url)

@@ -95,6 +95,11 @@ class WebRtcStreams:
             session.task = asyncio.create_task(self._supervise(session))
         return "wait"
 
+    def keyframe(self, camera_id: int) -> tuple[bytes, bytes] | None:
+        """The camera's last published keyframe and its SPS/PPS; None when it is not live."""
+        session = self._sessions.get(camera_id)
+        return session.publisher.keyframe if session and session.publisher else None
+
     async def _start(self, session: _Session) -> None:
         publisher = _webrtc().WebRtcPublisher(
             f"{self._rtsp_url}/{session.camera.mtx_path}", audio=session.camera.audio,
