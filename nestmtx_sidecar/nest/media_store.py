@@ -60,10 +60,12 @@ class MediaStore:
 
     def _scan(self) -> None:
         found = []
+        entries: list[os.DirEntry[str]] = []
         # Made at the first picture, not here: a sidecar without device events keeps none.
         if self._dir.exists():
             private_dir(self._dir)  # narrows a directory made wider by hand
-        for entry in os.scandir(self._dir) if self._dir.exists() else ():
+            entries = list(os.scandir(self._dir))
+        for entry in entries:
             if entry.is_file() and entry.name.endswith(tuple(SUFFIX.values())):
                 stat = entry.stat()
                 found.append((stat.st_mtime_ns, Path(entry.path), stat.st_size))
