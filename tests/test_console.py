@@ -27,7 +27,7 @@ from tests.fakes.google import FakeGoogle, camera, jpeg
 from tests.mediamtx import MediaMTX, add_camera, busybox_path, hook_settings
 from tests.nest_support import add_credential, nest_sidecar
 from tests.services import ROOT, free_port, require
-from tests.test_device_events import connect, motion, porch, sidecar
+from tests.test_device_events import PROJECT, connect, motion, porch, sidecar
 from tests.test_event_media import fakes
 
 if TYPE_CHECKING:
@@ -471,6 +471,29 @@ async def test_a_device_event_shows_its_picture(tmp_path: Path) -> None:
         await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
                                      arg=await last.element_handle())
         assert google.count("image", 200) == 1  # the browser fetched it from the sidecar
+        assert errors == []
+
+
+async def test_a_credential_with_device_events_shows_the_one_manual_step(tmp_path: Path
+                                                                         ) -> None:
+    async with fakes() as (google, pubsub), sidecar(tmp_path, google, pubsub) as e, \
+            console_browser(tmp_path) as browser:
+        await connect(e)  # with a Google Cloud project: the sidecar set Pub/Sub up
+        await porch(e)
+        errors: list[str] = []
+        page = await open_console(browser, e.running.url, errors)
+        await log_in(page)
+        await go(page, "Credentials")
+        row = page.get_by_role("row").filter(has_text="Device events")
+        topic = f"projects/{PROJECT}/topics/nestmtx-project-1"
+        await expect(row).to_contain_text(f"under Pub/Sub topic enter {topic} and enable events")
+        await expect(row).to_contain_text("waiting for the first event")
+        await expect(row).to_contain_text("No event has arrived yet.")
+        await expect(row.get_by_role("button", name="Copy topic")).to_be_visible()
+        e.pubsub.publish(motion("ev-console"))
+        await expect(row).to_contain_text("Receiving events.")
+        await expect(row).to_contain_text("Last event at ")
+        await screenshot(page, "credentials-device-events")
         assert errors == []
 
 

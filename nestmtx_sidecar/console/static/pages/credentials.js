@@ -1,6 +1,6 @@
 // Credentials: add, authorize with Google, see each one's state in words, delete.
 
-import { byId, copyButton, el, setText } from '../dom.js';
+import { byId, copyButton, el, formatTime, setText } from '../dom.js';
 
 export const CALLBACK_PATH = '/api/oauth2/callback';
 
@@ -15,6 +15,29 @@ const REASONS = {
   unreachable: "Google's token service cannot be reached and the access token has expired. " +
     'The sidecar keeps retrying on its own; cameras stream again once Google answers.',
 };
+
+// Device events over Pub/Sub, by the `pubsub.status` of a credential (its `message` wins).
+const PUBSUB_WORDS = {
+  pending: 'Setting up Pub/Sub…',
+  waiting: 'Set up: waiting for the first event.',
+  receiving: 'Receiving events.',
+};
+const DEVICE_EVENTS = new Set(['motion', 'person', 'sound', 'chime']);
+
+// The one step the sidecar cannot do (entering the topic in the Device Access Console), with
+// the topic to copy, and whether events arrive.
+function deviceEvents(pubsub) {
+  const kind = { receiving: 'ok', error: 'bad', no_events: 'bad' }[pubsub.status] ?? 'wait';
+  const topic = pubsub.topic ? el('code', { className: 'topic' }, pubsub.topic) : null;
+  return el('div', { className: 'pubsub' },
+    el('p', { className: 'label' }, 'Device events'),
+    el('p', { className: `state state-${kind}` },
+      pubsub.message ?? PUBSUB_WORDS[pubsub.status] ?? pubsub.status),
+    el('p', { className: 'muted' }, pubsub.last_event_at
+      ? `Last event at ${formatTime(pubsub.last_event_at)}.` : 'No event has arrived yet.'),
+    el('p', {}, pubsub.instruction),
+    topic, topic ? copyButton('Copy topic', pubsub.topic, topic) : null);
+}
 
 function reasonOf(text) {
   if (!text) return null;
@@ -93,6 +116,13 @@ export class CredentialsPage {
   }
 
   onEvent(event) {
+    if (event.domain === 'camera' && DEVICE_EVENTS.has(event.event)) {
+      // The first event a credential brings changes what its row says: list them again.
+      if (this.items.some((item) => item.pubsub && item.pubsub.status !== 'receiving')) {
+        this.show();
+      }
+      return;
+    }
     if (event.domain !== 'credentials') return;
     if (!this.items.some((item) => item.id === event.entity)) {
       this.show(); // added elsewhere (another tab, the API): the list carries its state
@@ -156,7 +186,8 @@ export class CredentialsPage {
           el('div', { className: 'muted' }, `Device Access project ${item.dac_project_id}`),
           el('div', { className: 'muted' }, `Client ${item.oauth_client_id}`)),
         el('td', { role: 'cell', 'data-label': 'Status' },
-          el('p', { className: `state state-${words.kind}` }, words.text)),
+          el('p', { className: `state state-${words.kind}` }, words.text),
+          item.pubsub ? deviceEvents(item.pubsub) : null),
         el('td', { role: 'cell', 'data-label': 'Actions' },
           el('div', { className: 'actions' }, authorize, remove), status));
     }));
