@@ -4,6 +4,7 @@ bounded body reader every route reads with."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -41,10 +42,17 @@ async def read_body(request: Request, limit: int,
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large(f"Body larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    return await read_bounded(request.stream(), limit,
+                              lambda: too_large(f"Body larger than {limit} bytes"))
+
+
+async def read_bounded(chunks: AsyncIterable[bytes], limit: int,
+                       overflow: Callable[[], Exception]) -> bytes:
+    """A byte stream's bytes, refused with `overflow()` as soon as they pass `limit`."""
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise too_large(f"Body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise overflow()
+        parts.append(chunk)
+    return b"".join(parts)

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ..wire import read_bounded
 from .media_store import MediaStore
 from .sdm import SdmClient, TokenSource
 
@@ -80,13 +81,9 @@ class EventMedia:
         async with self._http.stream("GET", url, headers={"Authorization": authorization},
                                      timeout=timeout) as response:
             response.raise_for_status()
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_FILE_BYTES:
-                    raise MediaTooLarge(f"larger than {MAX_FILE_BYTES} bytes")
-                chunks.append(chunk)
-        return b"".join(chunks)
+            return await read_bounded(
+                response.aiter_bytes(), MAX_FILE_BYTES,
+                lambda: MediaTooLarge(f"larger than {MAX_FILE_BYTES} bytes"))
 
 
 def _why(exc: BaseException) -> str:
