@@ -5,8 +5,9 @@
 Two cameras (a battery doorbell, regenerated every lifetime, and a wired camera, extended)
 through the sidecar's WebRtcStreams, with fake Google and fake Nest peers on loopback
 (tests/webrtc_soak.py; the CI test runs the same for about a minute). Prints the renewals,
-the resting-level growth of RSS, fds, tasks and threads, the RSS slope, the longest gap in
-each RTSP publication, and whether every session was stopped with Google.
+the resting-level growth of RSS, fds, tasks, threads and live peer connections, the RSS
+slope, the longest gap in each RTSP publication, and whether every session was stopped
+with Google.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def main() -> None:
           f"of Nest sessions): {result.generated} generated, {result.extended} extended, "
           f"{result.stopped} stopped; every session stopped: {result.all_sessions_stopped}")
     print(f"growth (late vs early resting level): RSS {growth.rss_mib:+.1f} MiB, "
-          f"fds {growth.fds:+d}, tasks {growth.tasks:+d}, threads {growth.threads:+d}; "
+          f"fds {growth.fds:+d}, tasks {growth.tasks:+d}, threads {growth.threads:+d}, "
+          f"live peer connections {growth.peer_connections:+d}; "
           f"RSS slope {result.rss_slope():+.1f} MiB/h")
     print("longest gap in the RTSP publication: " + ", ".join(
         f"{path} {gap * 1000:.0f} ms over {result.span[path]:.0f} s"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import httpx
+from aiortc import RTCPeerConnection
 
 from nestmtx_sidecar.events import Event, EventBus
 from nestmtx_sidecar.modules.cameras import CameraRef
@@ -40,6 +41,7 @@ class Sample:
     tasks: int
     threads: int
     fds: int
+    peer_connections: int  # aiortc's, alive: the sidecar's and the fake peers' live ones
 
 
 @dataclass
@@ -62,7 +64,7 @@ class SoakResult:
         early, late = self.samples[1:half] or self.samples[:1], self.samples[half:]
         return Sample(late[-1].at, *(
             min(getattr(s, key) for s in late) - min(getattr(s, key) for s in early)
-            for key in ("rss_mib", "tasks", "threads", "fds")))
+            for key in ("rss_mib", "tasks", "threads", "fds", "peer_connections")))
 
     def rss_slope(self) -> float:
         """MiB per hour, least squares over the samples after the first."""
@@ -80,6 +82,10 @@ def _rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def _peer_connections() -> int:
+    return sum(isinstance(o, RTCPeerConnection) for o in gc.get_objects())
 
 
 def _ref(index: int, path: str) -> CameraRef:
@@ -123,7 +129,7 @@ async def soak(clip: Clip, workdir: Path, seconds: float, lifetime: float = 20.0
                 gc.collect()  # what is left is held, not merely not yet collected
                 tasks, threads, fds = _resources()
                 result.samples.append(Sample(round(now, 1), round(_rss_mib(), 1), tasks,
-                                             threads, fds))
+                                             threads, fds, _peer_connections()))
                 await asyncio.sleep(min(sample_every, seconds - now))
             for ref in refs:
                 await bus.publish(Event("camera", "unDemand", ref.id, {}))

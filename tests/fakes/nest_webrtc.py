@@ -119,7 +119,7 @@ class _ClipTrack(MediaStreamTrack):
 @dataclass
 class FakeSession:
     media_session_id: str
-    pc: RTCPeerConnection
+    pc: RTCPeerConnection | None  # dropped once stopped: a soak makes hundreds of sessions
     tracks: dict[str, _ClipTrack]
     expires_at: dt.datetime
     plis: int = 0
@@ -133,7 +133,11 @@ class FakeSession:
 
 
 class FakeNestWebRtc:
-    """Answers `GenerateWebRtcStream` offers for one camera; `sessions` keeps every session."""
+    """Answers `GenerateWebRtcStream` offers for one camera.
+
+    `sessions` keeps every session's record (counters, `stopped`); a stopped one's peer
+    connection is let go, so what a soak measures is the sidecar's memory, not the fake's.
+    """
 
     def __init__(self, clip: Clip, *, battery: bool = False, lifetime: float = 300.0,
                  loops: int | None = None) -> None:
@@ -209,7 +213,9 @@ class FakeNestWebRtc:
         session.stopped = True
         if session.expiry is not None:
             session.expiry.cancel()
-        await session.pc.close()
+        pc, session.pc, session.expiry = session.pc, None, None
+        if pc is not None:
+            await pc.close()
 
 
 def _count_plis(sender: object, session: FakeSession) -> None:
