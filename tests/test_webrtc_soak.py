@@ -28,7 +28,12 @@ async def test_a_minute_of_renewals_leaks_nothing_and_never_gaps(clip: Clip,
     # Every session was stopped with Google: replaced ones, and both at the end.
     assert result.stopped == result.generated and result.all_sessions_stopped, result
     growth = result.growth()
-    assert growth.tasks <= 0 and growth.threads <= 0 and growth.fds <= 0, result.samples
+    # The shared HTTP client may keep one more connection to the in-process fake Google per
+    # camera renewing at once (a client and a server socket each): the pool's bound, not a
+    # leak, which would grow with each of the dozen renewals.
+    pool_growth = 2 * (len(KINDS) - 1)
+    assert growth.tasks <= 0 and growth.threads <= 0 and growth.fds <= pool_growth, (
+        result.samples)
     # Each replaced session's peer connection is freed, the sidecar's and the fake's: at rest
     # one per camera on each side, however many sessions came before.
     assert growth.peer_connections <= 0, result.samples
