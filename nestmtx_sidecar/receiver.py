@@ -29,6 +29,7 @@ from .events import Event, EventBus
 from .idempotency import DeliveredIds
 from .metrics import HOOK_CALLS
 from .modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
+from .security import bearer
 from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
@@ -140,9 +141,8 @@ class HookReceiver:
                            status_code=202)
 
     def _check_secret(self, header: str) -> None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                                 self._secret):
+        token = bearer(header)
+        if token is None or not hmac.compare_digest(token.encode(), self._secret):
             raise Unauthorized("A valid hook secret is required (Authorization: Bearer ...)")
 
     async def deliver(self, hook: str, variables: Mapping[str, str],

@@ -129,7 +129,7 @@ class StreamSupervisor:
                                  ) from None
         self._redactor.hold(("stream", session.camera.id), token, results.get("streamToken"),
                             session.url)
-        expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
+        expires_at = as_utc(expires_at)
         session.extension_token, session.expires_at = token, expires_at
         session.lifetime = max(1.0, session.seconds_left())
         async with self._store.begin() as conn:
