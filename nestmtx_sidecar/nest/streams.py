@@ -11,11 +11,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..camera_details import camera_details
 from ..errors import Invalid, Unavailable
 from ..events import Event, EventBus, isoformat
+from ..hooks.camera_details import camera_details
+from ..hooks.receiver import StreamSource
 from ..modules.cameras import CameraRef, Cameras
-from ..receiver import StreamSource
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions, utcnow
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable

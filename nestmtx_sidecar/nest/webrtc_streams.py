@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..camera_details import camera_details
 from ..errors import Unavailable
 from ..events import Event, EventBus, isoformat
+from ..hooks.camera_details import camera_details
 from ..modules.cameras import CameraRef
 from ..store import as_utc, utcnow
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable

@@ -12,14 +12,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import client_address
-from .dispatch import Dispatcher, Request, parse_json
-from .errors import BadRequest, SidecarError, TooManyRequests, Unauthorized, internal_error
-from .modules import Caller
-from .modules.auth import Auth
+from .. import client_address
+from ..dispatch import Dispatcher, Request, parse_json
+from ..errors import BadRequest, SidecarError, TooManyRequests, Unauthorized, internal_error
+from ..modules import Caller
+from ..modules.auth import Auth
+from ..security import bearer
+from ..wire import ApiResponse, read_body
 from .openapi import OPENAPI_PATH, document
-from .security import bearer
-from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 

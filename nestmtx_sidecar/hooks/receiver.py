@@ -14,9 +14,8 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
-from .camera_details import camera_details
-from .dispatch import parse_json
-from .errors import (
+from ..dispatch import parse_json
+from ..errors import (
     BadRequest,
     Invalid,
     NotFound,
@@ -25,12 +24,13 @@ from .errors import (
     Unavailable,
     field_error,
 )
-from .events import Event, EventBus
+from ..events import Event, EventBus
+from ..metrics import HOOK_CALLS
+from ..modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
+from ..security import bearer
+from ..wire import ApiResponse, read_body
+from .camera_details import camera_details
 from .idempotency import DeliveredIds
-from .metrics import HOOK_CALLS
-from .modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
-from .security import bearer
-from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 

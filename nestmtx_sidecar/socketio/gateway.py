@@ -16,14 +16,16 @@ from urllib.parse import parse_qs
 
 import socketio
 
-from . import client_address
-from .dispatch import Dispatcher
-from .errors import Invalid, Unauthorized
+from .. import client_address
+from ..dispatch import Dispatcher
+from ..errors import Invalid, Unauthorized
+from ..events import Event
+from ..modules import Caller
+from ..modules.auth import Auth
+from ..security import bearer, new_token
+from ..store import utcnow
 from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
-from .events import Event
 from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged, emit_in_order, emit_logged
-from .modules import Caller
-from .modules.auth import Auth
 from .recovery import (
     MAX_PID_LENGTH,
     MemorySessions,
@@ -32,8 +34,6 @@ from .recovery import (
     Sessions,
     wants_recovery,
 )
-from .security import bearer, new_token
-from .store import utcnow
 
 logger = logging.getLogger(__name__)
 
