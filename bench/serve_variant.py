@@ -23,8 +23,8 @@ import uvicorn
 from nestmtx_sidecar.app import Sidecar, create_app
 from nestmtx_sidecar.cli import tune_gc
 from nestmtx_sidecar.config import load_settings, with_generated_secrets
-from nestmtx_sidecar.fanout import FastManager, emit_in_order
-from nestmtx_sidecar.gateway import EVERYTHING, TOPIC_ROOM
+from nestmtx_sidecar.socketio.fanout import FastManager, emit_in_order
+from nestmtx_sidecar.socketio.gateway import EVERYTHING, TOPIC_ROOM
 
 VARIANTS = ("stock-deflate", "stock", "queue", "direct", "pubsub")
 

@@ -24,11 +24,9 @@ from starlette.routing import Route
 from .config import Settings
 from .console import Console
 from .dispatch import Dispatcher
-from .event_log import EventLog, MemoryLog, RedisStreamLog
 from .events import EventBus
-from .fanout import FastManager, fast_manager_class
-from .gateway import Gateway
-from .http_api import HttpApi, IgnoreTrailingSlash, http_error, server_error
+from .hooks import HookReceiver
+from .http import HttpApi, IgnoreTrailingSlash, http_error, server_error
 from .lease import make_lease
 from .login_guard import LoginGuard
 from .logstream import LogStream
@@ -43,9 +41,18 @@ from .modules.health import Health
 from .modules.users import Users
 from .modules.version import VERSION, Version
 from .nest.service import Nest
-from .receiver import HookReceiver
-from .recovery import MemorySessions, RedisSessions, Sessions
 from .security import PasswordHasher, Redactor, SecretBox
+from .socketio import (
+    EventLog,
+    FastManager,
+    Gateway,
+    MemoryLog,
+    MemorySessions,
+    RedisSessions,
+    RedisStreamLog,
+    Sessions,
+    fast_manager_class,
+)
 from .store import Store, users
 
 if TYPE_CHECKING:

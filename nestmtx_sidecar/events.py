@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .metrics import EVENTS_DROPPED
+from .store import as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ APP_WILDCARD = "nestmtx:*"
 
 def isoformat(moment: dt.datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a Z, as JavaScript's toISOString()."""
-    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    moment = as_utc(moment).astimezone(dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

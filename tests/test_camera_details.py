@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nestmtx_sidecar.camera_details import READER_SECRETS, redact_query
+from nestmtx_sidecar.hooks.camera_details import READER_SECRETS, redact_query
 
 # Names that are not credentials, values that may hold anything a query can (but no `&`).
 plain_names = st.text(st.characters(blacklist_characters="&="), min_size=1, max_size=12).filter(

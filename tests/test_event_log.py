@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from nestmtx_sidecar.event_log import Entry, Window, format_offset, parse_offset
+from nestmtx_sidecar.socketio.event_log import Entry, Window, format_offset, parse_offset
 
 
 def entry(ms: int, seq: int = 0) -> Entry:

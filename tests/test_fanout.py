@@ -12,9 +12,9 @@ import pytest
 import socketio
 import websockets
 
-from nestmtx_sidecar import fanout
 from nestmtx_sidecar.events import Event
-from nestmtx_sidecar.fanout import FastManager, text_frame
+from nestmtx_sidecar.socketio import fanout
+from nestmtx_sidecar.socketio.fanout import FastManager, text_frame
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 
 

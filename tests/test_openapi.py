@@ -28,11 +28,11 @@ from schemathesis.checks import (
 from starlette.routing import Route
 
 from nestmtx_sidecar.app import create_app
-from nestmtx_sidecar.http_api import MAX_BODY, ROUTE_COMMANDS
+from nestmtx_sidecar.http.api import MAX_BODY, ROUTE_COMMANDS
+from nestmtx_sidecar.http.openapi import document
 from nestmtx_sidecar.modules.cameras import Cameras
 from nestmtx_sidecar.modules.credentials import Credentials
 from nestmtx_sidecar.modules.users import Users
-from nestmtx_sidecar.openapi import document
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.doors import insert_camera, insert_credential
 from tests.fakes.google import FakeGoogle
@@ -90,7 +90,7 @@ async def test_every_route_is_an_operation_with_a_summary(server: RunningSidecar
     assert expected <= found
     for path, method in found:
         operation = paths[path][method]
-        # A route added without a description in nestmtx_sidecar/openapi.py lands here.
+        # A route added without a description in nestmtx_sidecar/http/openapi.py lands here.
         assert "default" not in operation["responses"], f"{method} {path} is not described"
         assert operation["summary"] and operation["tags"], (path, method)
     # The commands a module lacks are not offered: cameras come from Google, not from POST.

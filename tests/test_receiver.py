@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestmtx_sidecar.camera_details import redact_query
 from nestmtx_sidecar.events import Event
+from nestmtx_sidecar.hooks.camera_details import redact_query
+from nestmtx_sidecar.hooks.receiver import MAX_BODY
 from nestmtx_sidecar.modules.cameras import has_dot_segment
-from nestmtx_sidecar.receiver import MAX_BODY
 from tests.conftest import Events, RunningSidecar
 from tests.mediamtx import (
     MediaMTX,

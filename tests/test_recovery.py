@@ -14,8 +14,8 @@ import socketio
 import websockets
 from socketio import packet as sio_packet
 
-from nestmtx_sidecar import gateway
 from nestmtx_sidecar.events import Event
+from nestmtx_sidecar.socketio import gateway
 from tests.conftest import RunningSidecar
 from tests.process_support import metric
 from tests.services import SidecarProcess, require, require_binary, wait_until

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import socketio
 
-from nestmtx_sidecar import gateway
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.security import token_digest
+from nestmtx_sidecar.socketio import gateway
 from nestmtx_sidecar.store import access_tokens
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
 from tests.doors import REPLY_TIMEOUT, SocketDoor

@@ -8,7 +8,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from ..errors import NotFound, SidecarError
-from ..http_api import bearer_caller, error_response
+from ..http.api import bearer_caller, error_response
 from ..modules.auth import Auth
 from .media_store import MediaStore
 

@@ -26,6 +26,7 @@ from ..metrics import TOKEN_REFRESHES
 from ..modules.credentials import Consent, Credentials
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, credentials, utcnow
+from .json_body import json_object
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +95,7 @@ class HttpxRequest(google.auth.transport.Request):
 
 
 def _oauth_error(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("error", "")) if isinstance(body, dict) else ""
+    return str((json_object(response) or {}).get("error", ""))
 
 
 @dataclass
@@ -284,7 +281,7 @@ class TokenKeeper:
 
     async def _succeeded(self, account: _Account) -> None:
         google = account.google
-        account.expiry = _aware(google.expiry)
+        account.expiry = as_utc(google.expiry)
         self._redactor.hold(("credential", account.id), google.token, google.refresh_token,
                             google.client_secret)
         first = not account.authenticated_before
@@ -340,7 +337,7 @@ class TokenKeeper:
         except httpx.HTTPError as exc:
             raise ConnectionError(f"Google's token endpoint is unreachable "
                                   f"({type(exc).__name__})") from None
-        body = _json_object(response)
+        body = json_object(response) or {}
         if response.status_code != 200 or not body.get("refresh_token"):
             error = body.get("error") or f"HTTP {response.status_code}"
             raise ValueError(f"Google did not accept the authorization code ({error}).")
@@ -356,24 +353,11 @@ class TokenKeeper:
         return str(row.description)
 
 
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    """google-auth keeps naive UTC datetimes."""
-    return moment.replace(tzinfo=dt.UTC) if moment and moment.tzinfo is None else moment
-
-
 async def _stop_refreshing(account: _Account | None) -> None:
     if account and account.task:
         account.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await account.task
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 class ConsentCallback:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ..modules.credentials import PUBLISHER_ROLE, SDM_PUBLISHER
+from .json_body import json_object
 from .oauth import NotAuthenticated
 from .sdm import (
     SdmAlreadyExists,
@@ -129,11 +130,10 @@ class PubSubClient:
             raise SdmUnavailable(f"Pub/Sub API unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
             raise error_from_response(response)
-        try:
-            body = response.json()
-        except ValueError:
-            raise SdmUnavailable("Pub/Sub answered with something other than JSON") from None
-        return body if isinstance(body, dict) else {}
+        body = json_object(response)
+        if body is None:
+            raise SdmUnavailable("Pub/Sub answered with something other than JSON")
+        return body
 
 
 def _grants(policy: dict[str, Any]) -> bool:

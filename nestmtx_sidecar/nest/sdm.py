@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ..metrics import SDM_CALLS
+from .json_body import json_object
 from .oauth import NotAuthenticated
 from .quota import QuotaExhausted, QuotaLimiter
 
@@ -98,10 +99,7 @@ _BY_HTTP: dict[int, type[SdmError]] = {401: SdmAuthError, 403: SdmAuthError, 404
 def error_from_response(response: httpx.Response) -> SdmError:
     """Google's `{"error": {code, message, status}}` body (or whatever came) -> SdmError."""
     message, status = f"HTTP {response.status_code}", ""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
+    error = (json_object(response) or {}).get("error")
     if isinstance(error, dict):
         message = str(error.get("message") or message)[:500]
         status = str(error.get("status") or "")
@@ -185,11 +183,10 @@ class SdmClient:
         SDM_CALLS.labels(short, str(response.status_code)).inc()
         if response.status_code == 200:
             backoff.delay = 0.0
-            try:
-                body = response.json()
-            except ValueError:
-                raise SdmUnavailable("SDM API answered with something other than JSON") from None
-            return body if isinstance(body, dict) else {}
+            body = json_object(response)
+            if body is None:
+                raise SdmUnavailable("SDM API answered with something other than JSON")
+            return body
         error = error_from_response(response)
         if isinstance(error, SdmRateLimited):
             backoff.delay = min(BACKOFF_MAX, backoff.delay * BACKOFF_FACTOR or BACKOFF_FIRST)

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..store import as_utc
+
 # The device events that become `camera:<kind>` events.
 EVENT_KINDS = {
     "sdm.devices.events.CameraMotion.Motion": "motion",
@@ -135,4 +137,4 @@ def _moment(text: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(_FRACTION.sub(r"\1", text))
     except ValueError:
         raise MalformedMessage("timestamp", f"timestamp {text[:40]!r} is not ISO 8601") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return as_utc(moment)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import Conflict, NotFound, SidecarError, Unavailable
-from ..http_api import bearer_caller, error_response
+from ..http.api import bearer_caller, error_response
 from ..modules import MAX_ID
 from ..modules.auth import Auth
 from ..modules.cameras import CameraRef, Cameras

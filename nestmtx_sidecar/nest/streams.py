@@ -11,11 +11,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..camera_details import camera_details
 from ..errors import Invalid, Unavailable
 from ..events import Event, EventBus, isoformat
+from ..hooks.camera_details import camera_details
+from ..hooks.receiver import StreamSource
 from ..modules.cameras import CameraRef, Cameras
-from ..receiver import StreamSource
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions, utcnow
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
@@ -129,7 +129,7 @@ class StreamSupervisor:
                                  ) from None
         self._redactor.hold(("stream", session.camera.id), token, results.get("streamToken"),
                             session.url)
-        expires_at = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
+        expires_at = as_utc(expires_at)
         session.extension_token, session.expires_at = token, expires_at
         session.lifetime = max(1.0, session.seconds_left())
         async with self._store.begin() as conn:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..camera_details import camera_details
 from ..errors import Unavailable
 from ..events import Event, EventBus, isoformat
+from ..hooks.camera_details import camera_details
 from ..modules.cameras import CameraRef
-from ..store import utcnow
+from ..store import as_utc, utcnow
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
 from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN
 
@@ -291,8 +291,7 @@ class WebRtcStreams:
 
 
 def _parse_time(value: Any) -> dt.datetime:
-    moment = dt.datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return as_utc(dt.datetime.fromisoformat(str(value)))
 
 
 def _message(exc: BaseException) -> str:

@@ -12,13 +12,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import client_address
-from .dispatch import Dispatcher, Request, parse_json
-from .errors import BadRequest, SidecarError, TooManyRequests, Unauthorized, internal_error
-from .modules import Caller
-from .modules.auth import Auth
+from .. import client_address
+from ..dispatch import Dispatcher, Request, parse_json
+from ..errors import BadRequest, SidecarError, TooManyRequests, Unauthorized, internal_error
+from ..modules import Caller
+from ..modules.auth import Auth
+from ..security import bearer
+from ..wire import ApiResponse, read_body
 from .openapi import OPENAPI_PATH, document
-from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,10 @@ async def bearer_caller(auth: Auth, request: HttpRequest) -> Caller | None:
     header = request.headers.get("authorization")
     if header is None:
         return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
+    token = bearer(header)
+    if token is None:
         raise Unauthorized("Authorization must be 'Bearer <token>'")
-    return await auth.authenticate(token.strip())
+    return await auth.authenticate(token)
 
 
 def _list_payload(request: HttpRequest) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
-from .camera_details import camera_details
-from .dispatch import parse_json
-from .errors import (
+from ..dispatch import parse_json
+from ..errors import (
     BadRequest,
     Invalid,
     NotFound,
@@ -25,11 +24,13 @@ from .errors import (
     Unavailable,
     field_error,
 )
-from .events import Event, EventBus
+from ..events import Event, EventBus
+from ..metrics import HOOK_CALLS
+from ..modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
+from ..security import bearer
+from ..wire import ApiResponse, read_body
+from .camera_details import camera_details
 from .idempotency import DeliveredIds
-from .metrics import HOOK_CALLS
-from .modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
-from .wire import ApiResponse, read_body
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +141,8 @@ class HookReceiver:
                            status_code=202)
 
     def _check_secret(self, header: str) -> None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                                 self._secret):
+        token = bearer(header)
+        if token is None or not hmac.compare_digest(token.encode(), self._secret):
             raise Unauthorized("A valid hook secret is required (Authorization: Bearer ...)")
 
     async def deliver(self, hook: str, variables: Mapping[str, str],

@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
-from .modules.cameras import CameraRef
+from ..modules.cameras import CameraRef
 
 REDACTED = "REDACTED"
 READER_SECRETS = frozenset({"jwt", "token", "access_token", "auth", "password", "pass",

@@ -16,14 +16,16 @@ from urllib.parse import parse_qs
 
 import socketio
 
-from . import client_address
-from .dispatch import Dispatcher
-from .errors import Invalid, Unauthorized
+from .. import client_address
+from ..dispatch import Dispatcher
+from ..errors import Invalid, Unauthorized
+from ..events import Event
+from ..modules import Caller
+from ..modules.auth import Auth
+from ..security import bearer, new_token
+from ..store import utcnow
 from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
-from .events import Event
 from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged, emit_in_order, emit_logged
-from .modules import Caller
-from .modules.auth import Auth
 from .recovery import (
     MAX_PID_LENGTH,
     MemorySessions,
@@ -32,8 +34,6 @@ from .recovery import (
     Sessions,
     wants_recovery,
 )
-from .security import new_token
-from .store import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,9 @@ _requesting: ContextVar[tuple[str, object] | None] = ContextVar("requesting", de
 
 def token_from_handshake(environ: dict[str, Any], auth: Any) -> str | None:
     """The token from `Authorization: Bearer`, `auth.token` or `?token=`, in NestMTX's order."""
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    token = bearer(environ.get("HTTP_AUTHORIZATION", ""))
+    if token:
+        return token
     if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
         return auth["token"]
     query = parse_qs(environ.get("QUERY_STRING", ""))
