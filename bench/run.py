@@ -137,7 +137,7 @@ async def seed_sidecar(env: dict[str, str]) -> None:
     """A credential and an enabled camera at CAMERA_PATH, so events carry an entity."""
     from nestmtx_sidecar.config import load_settings
     from nestmtx_sidecar.security import SecretBox
-    from nestmtx_sidecar.store import Store, cameras, credentials
+    from nestmtx_sidecar.storage.store import Store, cameras, credentials
 
     settings = load_settings(environ=env)
     store = Store(settings.resolved_database_url)

@@ -23,8 +23,8 @@ import uvicorn
 from nestmtx_sidecar.app import Sidecar, create_app
 from nestmtx_sidecar.cli import tune_gc
 from nestmtx_sidecar.config import load_settings, with_generated_secrets
+from nestmtx_sidecar.socketio.door import EVERYTHING, TOPIC_ROOM
 from nestmtx_sidecar.socketio.fanout import FastManager, emit_in_order
-from nestmtx_sidecar.socketio.gateway import EVERYTHING, TOPIC_ROOM
 
 VARIANTS = ("stock-deflate", "stock", "queue", "direct", "pubsub")
 
@@ -34,7 +34,7 @@ def main(variant: str) -> None:
         raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
     sidecar = Sidecar(with_generated_secrets(load_settings()))
     logging.basicConfig(level=logging.WARNING)
-    sio = sidecar.gateway.sio
+    sio = sidecar.socketio_door.sio
     if variant.startswith("stock"):
         sio.manager = socketio.AsyncManager()
         sio.manager.set_server(sio)

@@ -23,37 +23,37 @@ from starlette.routing import Route
 
 from .config import Settings
 from .console import Console
-from .dispatch import Dispatcher
 from .events import EventBus
 from .hooks import HookReceiver
 from .http import HttpApi, IgnoreTrailingSlash, http_error, server_error
-from .lease import make_lease
-from .login_guard import LoginGuard
-from .logstream import LogStream
-from .mediamtx_api import MediaMtxPaths
-from .mediamtx_config import persistent_paths
+from .logs.stream import LogStream
+from .mediamtx.config import persistent_paths
+from .mediamtx.paths import MediaMtxPaths
 from .metrics import Metrics, count_event
 from .modules.auth import Auth
 from .modules.cameras import Cameras
 from .modules.console import ConsoleSettings
 from .modules.credentials import Credentials
+from .modules.dispatch import Dispatcher
 from .modules.health import Health
 from .modules.users import Users
 from .modules.version import VERSION, Version
 from .nest.service import Nest
 from .security import PasswordHasher, Redactor, SecretBox
+from .security.login_guard import LoginGuard
 from .socketio import (
     EventLog,
     FastManager,
-    Gateway,
     MemoryLog,
     MemorySessions,
     RedisSessions,
     RedisStreamLog,
     Sessions,
+    SocketIoDoor,
     fast_manager_class,
 )
-from .store import Store, users
+from .storage.lease import make_lease
+from .storage.store import Store, users
 
 if TYPE_CHECKING:
     from .mqtt import MqttBridge
@@ -102,13 +102,14 @@ class Sidecar:
                                     else MemoryLog())
         self.sessions: Sessions = (RedisSessions(self.redis) if self.redis is not None
                                    else MemorySessions())
-        self.gateway = Gateway(self.auth, self.dispatcher, self.log_stream.recent, manager,
-                               settings.trusted_proxy_networks, self.event_log, self.sessions)
+        self.socketio_door = SocketIoDoor(
+            self.auth, self.dispatcher, self.log_stream.recent, manager,
+            settings.trusted_proxy_networks, self.event_log, self.sessions)
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
                          self.credentials, self.auth, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
                                      streams=self.nest.streams, redis=self.redis)
-        self.bus.subscribe(self.gateway.publish)
+        self.bus.subscribe(self.socketio_door.publish)
         self.bus.subscribe(count_event)
         self.mqtt: MqttBridge | None = None
         if settings.mqtt_url:
@@ -125,7 +126,7 @@ class Sidecar:
             self.cameras.on_change(self.mediamtx.on_camera_change)
         self.metrics = Metrics()
         self.metrics.gauge("nestmtx_connected_sockets", "Socket.IO clients on this replica",
-                           lambda: self.gateway.connected)
+                           lambda: self.socketio_door.connected)
         self.metrics.gauge("nestmtx_stream_sessions", "Nest stream sessions this replica "
                            "keeps alive", lambda: self.nest.streams.live)
         self.metrics.lease("nest", lambda: self.nest.lease.held)
@@ -137,8 +138,8 @@ class Sidecar:
         await self._ensure_admin()
         await self.event_log.open()  # before anything publishes: it is where reading starts
         self._log_reader = asyncio.create_task(self.event_log.run())
-        self._spawn(self.log_stream.run(self.gateway.send_logs))
-        self._spawn(self.gateway.sweep_tokens())
+        self._spawn(self.log_stream.run(self.socketio_door.send_logs))
+        self._spawn(self.socketio_door.sweep_tokens())
         await self.nest.start()  # before spool replay: a spooled unDemand stops a resumed stream
         if self.mqtt is not None:
             self.mqtt.start()
@@ -177,7 +178,7 @@ class Sidecar:
     async def _status(self) -> dict[str, Any]:
         """This replica, for logged-in users of `health list` (the console's Status page)."""
         return {
-            "version": VERSION, "connected_sockets": self.gateway.connected,
+            "version": VERSION, "connected_sockets": self.socketio_door.connected,
             "lease": {"name": self.nest.lease.name, "held_here": self.nest.lease.held,
                       "replica": self.nest.lease.holder_id},
             "mediamtx": await self.mediamtx.reachable() if self.mediamtx else "not configured",
@@ -252,5 +253,5 @@ def create_app(sidecar: Sidecar) -> socketio.ASGIApp:
         middleware=[Middleware(IgnoreTrailingSlash)],
         lifespan=lifespan,
     )
-    return socketio.ASGIApp(sidecar.gateway.sio, other_asgi_app=starlette,
+    return socketio.ASGIApp(sidecar.socketio_door.sio, other_asgi_app=starlette,
                             socketio_path="socket.io")

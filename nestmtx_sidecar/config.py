@@ -16,9 +16,9 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from cryptography.fernet import Fernet
 
-from .client_address import Network, parse_networks
 from .modules.users import MIN_PASSWORD
-from .private_files import private_dir, private_file
+from .security.client_address import Network, parse_networks
+from .storage.private_files import private_dir, private_file
 
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .metrics import EVENTS_DROPPED
-from .store import as_utc
+from .storage.store import as_utc
 
 logger = logging.getLogger(__name__)
 

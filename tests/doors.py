@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from nestmtx_sidecar.app import Sidecar
 from nestmtx_sidecar.errors import SidecarError
-from nestmtx_sidecar.store import cameras, credentials
+from nestmtx_sidecar.storage.store import cameras, credentials
 
 # The HTTP status each error code must come with (errors.py is the one source of truth).
 STATUS = {cls.code: cls.status for cls in (SidecarError, *SidecarError.__subclasses__())}

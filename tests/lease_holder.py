@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from nestmtx_sidecar.config import Settings
-from nestmtx_sidecar.lease import Lease, PostgresLease, RedisLease
-from nestmtx_sidecar.store import Store
+from nestmtx_sidecar.storage.lease import Lease, PostgresLease, RedisLease
+from nestmtx_sidecar.storage.store import Store
 
 
 def lease_for(kind: str, url: str, name: str, **timing: float

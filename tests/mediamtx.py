@@ -200,7 +200,7 @@ class MediaMTX:
 
 def hook_settings(script: Path = HOOK_SCRIPT) -> dict[str, str]:
     """The pathDefaults the sidecar generates, pointing at this checkout's script."""
-    from nestmtx_sidecar.mediamtx_config import path_defaults
+    from nestmtx_sidecar.mediamtx.config import path_defaults
 
     return path_defaults(str(script))
 
@@ -233,7 +233,7 @@ def curl_path(directory: Path) -> str:
 async def add_camera(store: Any, mtx_path: str, name: str = "Front door", enabled: bool = True,
                      persistent: bool = False, protocols: tuple[str, ...] = ("RTSP",)) -> int:
     """A camera row as device sync would leave it (with its credential); returns its id."""
-    from nestmtx_sidecar.store import cameras, credentials
+    from nestmtx_sidecar.storage.store import cameras, credentials
 
     async with store.begin() as conn:
         credential_id = (await conn.execute(credentials.insert().values(

@@ -9,7 +9,7 @@ import pytest
 import socketio
 import sqlalchemy as sa
 
-from nestmtx_sidecar.store import Store
+from nestmtx_sidecar.storage.store import Store
 from tests.conftest import RunningSidecar
 from tests.doors import HttpDoor, SocketDoor, insert_camera, insert_credential, open_door
 from tests.test_mqtt import TIMEOUT, Mosquitto, Watcher, add_camera, broker, mqtt_server

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from nestmtx_sidecar.client_address import parse_networks, resolve
+from nestmtx_sidecar.security.client_address import parse_networks, resolve
 
 TRUSTED = parse_networks("127.0.0.1, 10.0.0.0/8, fd00::/8")
 

@@ -18,7 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from nestmtx_sidecar.events import isoformat
-from nestmtx_sidecar.store import credentials, utcnow
+from nestmtx_sidecar.storage.store import credentials, utcnow
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import PUBSUB_SCOPE, SDM_SCOPE, FakeGoogle, camera
 from tests.fakes.pubsub import FakePubSub, Subscription

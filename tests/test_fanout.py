@@ -54,7 +54,7 @@ async def publish(server: RunningSidecar, count: int, size: int = 0) -> list[Eve
 
 
 def manager(server: RunningSidecar) -> FastManager:
-    result = server.sidecar.gateway.sio.manager
+    result = server.sidecar.socketio_door.sio.manager
     assert isinstance(result, FastManager)
     return result
 
@@ -137,9 +137,9 @@ async def test_concurrent_deliveries_reach_every_socket_in_the_same_order(
         await subscribe(sock, "log")
     event = Event("camera", "ready", 7, {"path": "cam7"})
     line = {"level": 30, "message": "marker", "time": 0}
-    # The gateway's own bus subscriber: the bus would start it only after the logs.
-    await asyncio.gather(server.sidecar.gateway.publish(event),
-                         server.sidecar.gateway.send_logs([line]))
+    # The Socket.IO door's own bus subscriber: the bus would start it only after the logs.
+    await asyncio.gather(server.sidecar.socketio_door.publish(event),
+                         server.sidecar.socketio_door.send_logs([line]))
     orders = set()
     for sock in sockets:
         seen: list[str] = []

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from nestmtx_sidecar.events import Event, EventBus
-from nestmtx_sidecar.mediamtx_config import persistent_path, render
+from nestmtx_sidecar.mediamtx.config import persistent_path, render
 from nestmtx_sidecar.modules.cameras import CameraRef
 from tests.conftest import RunningSidecar
 from tests.mediamtx import (

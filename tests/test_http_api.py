@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from nestmtx_sidecar.http.api import MAX_BODY
 from nestmtx_sidecar.security import token_digest
-from nestmtx_sidecar.store import access_tokens
+from nestmtx_sidecar.storage.store import access_tokens
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from nestmtx_sidecar.security import token_digest
-from nestmtx_sidecar.store import access_tokens
+from nestmtx_sidecar.storage.store import access_tokens
 from tests.conftest import RunningSidecar
 from tests.services import ROOT, require, require_binary
 

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from nestmtx_sidecar.config import Settings
-from nestmtx_sidecar.lease import Lease, LocalLease, PostgresLease, RedisLease, make_lease
-from nestmtx_sidecar.store import Store
+from nestmtx_sidecar.storage.lease import Lease, LocalLease, PostgresLease, RedisLease, make_lease
+from nestmtx_sidecar.storage.store import Store
 from tests.lease_holder import lease_for
 from tests.services import ROOT, create_database
 

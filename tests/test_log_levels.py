@@ -13,8 +13,8 @@ import pytest
 import socketio
 import sqlalchemy as sa
 
-from nestmtx_sidecar.logconfig import LIBRARY_LEVELS, configure_logging
-from nestmtx_sidecar.logstream import LogStream
+from nestmtx_sidecar.logs.setup import LIBRARY_LEVELS, configure_logging
+from nestmtx_sidecar.logs.stream import LogStream
 from nestmtx_sidecar.security import Redactor
 from tests.conftest import RunningSidecar, make_settings
 from tests.doors import SocketDoor

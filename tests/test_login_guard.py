@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nestmtx_sidecar.login_guard import FailedLoginLog, LoginThrottle
+from nestmtx_sidecar.security.login_guard import FailedLoginLog, LoginThrottle
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar, make_settings, serve_in_loop
 from tests.doors import REPLY_TIMEOUT, SocketDoor, open_door
 

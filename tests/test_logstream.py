@@ -16,7 +16,7 @@ import pytest
 import socketio
 
 from nestmtx_sidecar.events import isoformat
-from nestmtx_sidecar.logstream import REPLAY_SIZE, SLICE_SIZE, TRACE, LogStream
+from nestmtx_sidecar.logs.stream import REPLAY_SIZE, SLICE_SIZE, TRACE, LogStream
 from nestmtx_sidecar.security import Redactor
 from tests.conftest import RunningSidecar
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nestmtx_sidecar.mediamtx_config import persistent_path
+from nestmtx_sidecar.mediamtx.config import persistent_path
 from tests.conftest import make_settings, serve_in_loop
 from tests.mediamtx import add_camera
 from tests.services import free_port, serving

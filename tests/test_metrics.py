@@ -8,7 +8,7 @@ import httpx
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from nestmtx_sidecar.logstream import LogStream
+from nestmtx_sidecar.logs.stream import LogStream
 from nestmtx_sidecar.security import Redactor
 from tests.fakes.google import FakeGoogle, camera
 from tests.nest_support import add_credential, enable, nest_sidecar
@@ -64,7 +64,7 @@ async def test_connected_sockets_follow_clients(server, token) -> None:
     # The server registers the socket before it answers the connect.
     assert value(await scrape(server.url), "nestmtx_connected_sockets") == 2
     await clients[0].disconnect()
-    await wait_until(lambda: server.sidecar.gateway.connected == 1)
+    await wait_until(lambda: server.sidecar.socketio_door.connected == 1)
     assert value(await scrape(server.url), "nestmtx_connected_sockets") == 1
     await clients[1].disconnect()
 

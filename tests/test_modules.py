@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from nestmtx_sidecar.store import access_tokens, users
+from nestmtx_sidecar.storage.store import access_tokens, users
 from tests.conftest import RunningSidecar
 from tests.doors import (
     HttpDoor,

@@ -23,7 +23,7 @@ import socketio
 from nestmtx_sidecar.config import ConfigError
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.mqtt import LOGIN_REFUSED, Broker, MqttBridge
-from nestmtx_sidecar.store import cameras
+from nestmtx_sidecar.storage.store import cameras
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.services import free_port, require, start_sidecar, wait_for_port
 

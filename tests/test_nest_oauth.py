@@ -16,7 +16,7 @@ import socketio
 import sqlalchemy as sa
 
 from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
-from nestmtx_sidecar.store import credentials, utcnow
+from nestmtx_sidecar.storage.store import credentials, utcnow
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import FakeGoogle, pkce_challenge
 from tests.nest_support import add_credential, nest_sidecar

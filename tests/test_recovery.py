@@ -15,7 +15,7 @@ import websockets
 from socketio import packet as sio_packet
 
 from nestmtx_sidecar.events import Event
-from nestmtx_sidecar.socketio import gateway
+from nestmtx_sidecar.socketio import door as socketio_door
 from tests.conftest import RunningSidecar
 from tests.process_support import metric
 from tests.services import SidecarProcess, require, require_binary, wait_until
@@ -68,7 +68,7 @@ async def drop(js: JsClients, proxy: LoopbackProxy,
 
     async def gone() -> bool:  # another process's state, or one with no event to await
         if isinstance(server, RunningSidecar):
-            return server.sidecar.gateway.connected == 0
+            return server.sidecar.socketio_door.connected == 0
         return await metric(server, "nestmtx_connected_sockets") == 0
 
     await wait_until(gone, 10)
@@ -182,7 +182,7 @@ async def test_more_missed_than_a_socket_may_have_waiting_starts_afresh(
         server: RunningSidecar, proxy: LoopbackProxy, js: JsClients,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The bound is its queue (1000 frames); shortened here to 6 frames, two events.
-    monkeypatch.setattr(gateway, "MAX_REPLAY", 6)
+    monkeypatch.setattr(socketio_door, "MAX_REPLAY", 6)
     await drop(js, proxy, server)
     for n in range(3):  # nine frames: three events under their three names
         await post_hook(server, "ready", f"cam{n}")
@@ -263,7 +263,7 @@ async def test_a_revoked_token_recovers_nothing(server: RunningSidecar, token: s
     await post_hook(server, "ready", "seen")
     offset = json.loads((await next_event(sock, "camera:ready"))[2:])[-1]
     sock.transport.abort()
-    await wait_until(lambda: server.sidecar.gateway.connected == 0)
+    await wait_until(lambda: server.sidecar.socketio_door.connected == 0)
     await post_hook(server, "ready", "missed")
     async with httpx.AsyncClient(base_url=server.url) as http:
         reply_ = await http.delete("/api/auth", headers={"Authorization": f"Bearer {token}"})
@@ -287,7 +287,7 @@ async def test_a_malformed_offset_connects_as_new(server: RunningSidecar, token:
     sock, reply = await raw_connect(server, {"token": token, "recovery": True})
     pid = json.loads(reply[2:])["pid"]
     sock.transport.abort()
-    await wait_until(lambda: server.sidecar.gateway.connected == 0)
+    await wait_until(lambda: server.sidecar.socketio_door.connected == 0)
     again, connect = await raw_connect(
         server, {"token": token, "recovery": True, "pid": pid, "offset": offset})
     assert connect.startswith("40") and json.loads(connect[2:])["pid"] != pid
@@ -339,7 +339,7 @@ async def test_a_python_socketio_client_recovers_as_documented(
         await post_hook(server, "ready", "cam0")
         assert await asyncio.wait_for(arrived.get(), 10) == "cam0"
         proxy.cut()
-        await wait_until(lambda: server.sidecar.gateway.connected == 0)
+        await wait_until(lambda: server.sidecar.socketio_door.connected == 0)
         await post_hook(server, "ready", "cam1")
         proxy.resume()
         assert await asyncio.wait_for(connects.get(), 20) is True

@@ -19,8 +19,8 @@ import socketio
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from nestmtx_sidecar.dispatch import RESERVED_EVENTS
 from nestmtx_sidecar.modules import COMMANDS
+from nestmtx_sidecar.modules.dispatch import RESERVED_EVENTS
 from tests.conftest import RunningSidecar
 from tests.doors import REPLY_TIMEOUT, insert_camera, insert_credential
 

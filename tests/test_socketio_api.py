@@ -17,8 +17,8 @@ import socketio
 
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.security import token_digest
-from nestmtx_sidecar.socketio import gateway
-from nestmtx_sidecar.store import access_tokens
+from nestmtx_sidecar.socketio import door as socketio_door
+from nestmtx_sidecar.storage.store import access_tokens
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
 from tests.doors import REPLY_TIMEOUT, SocketDoor
 
@@ -144,7 +144,7 @@ async def test_refused_connections_say_why(server: RunningSidecar, token: str) -
         await http.delete("/api/auth", headers={"Authorization": f"Bearer {fresh}"})
     assert await Watched().refusal(server.url, auth={"token": fresh}) == \
         "Invalid or revoked token"
-    assert server.sidecar.gateway.connected == 0
+    assert server.sidecar.socketio_door.connected == 0
 
 
 async def test_reconnecting_with_a_new_token(server: RunningSidecar, token: str) -> None:
@@ -313,8 +313,9 @@ async def test_live_socket_is_dropped_when_its_token_expires(server: RunningSide
 
 async def test_a_token_revoked_elsewhere_drops_its_live_sockets_at_the_next_sweep(
         server: RunningSidecar, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gateway, "TOKEN_SWEEP_SECONDS", 0.2)
-    sweep = asyncio.create_task(server.sidecar.gateway.sweep_tokens())  # a fast second sweeper
+    monkeypatch.setattr(socketio_door, "TOKEN_SWEEP_SECONDS", 0.2)
+    # A fast second sweeper:
+    sweep = asyncio.create_task(server.sidecar.socketio_door.sweep_tokens())
     try:
         client = Watched()
         await client.connect(server.url, auth={"token": token})
@@ -346,13 +347,13 @@ async def test_a_revoked_socket_with_a_request_in_flight_gets_nothing_and_is_dro
     await witness.receive("log", "after-revocation")
     release.set()
     assert revoked.since("after-revocation") == []  # no event, log line or reply
-    assert server.sidecar.gateway.connected == 1
+    assert server.sidecar.socketio_door.connected == 1
     await witness.sio.disconnect()
 
 
 async def test_a_revoked_socket_leaves_every_room_at_once_and_is_refused_until_dropped(
         server: RunningSidecar, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    sio = server.sidecar.gateway.sio
+    sio = server.sidecar.socketio_door.sio
     real_disconnect, let_go = sio.disconnect, asyncio.Event()
 
     async def late_disconnect(sid: str, **options: Any) -> None:
@@ -395,7 +396,7 @@ async def test_an_expiring_socket_with_a_request_in_flight_is_dropped_in_1_s(
     await asyncio.wait_for(started.wait(), REPLY_TIMEOUT)
     assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
     assert loop.time() < expires_at + 1.0
-    assert server.sidecar.gateway.connected == 0
+    assert server.sidecar.socketio_door.connected == 0
 
 
 async def test_a_token_revoked_while_its_socket_connects_leaves_no_live_socket(
@@ -418,7 +419,7 @@ async def test_a_token_revoked_while_its_socket_connects_leaves_no_live_socket(
     await revoke(server, token)
     go_on.set()
     assert await connecting == "Invalid or revoked token"
-    assert server.sidecar.gateway.connected == 0
+    assert server.sidecar.socketio_door.connected == 0
 
 
 async def test_logging_out_with_a_request_in_flight_answers_the_log_out_and_drops_in_1_s(

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from nestmtx_sidecar.store import Store, cameras, credentials, users
+from nestmtx_sidecar.storage.store import Store, cameras, credentials, users
 from tests.conftest import RunningSidecar
 from tests.doors import HttpDoor, count_rows, insert_camera, insert_credential
 from tests.services import create_database, start_sidecar

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
-from ..dispatch import parse_json
 from ..errors import (
     BadRequest,
     Invalid,
@@ -27,6 +26,7 @@ from ..errors import (
 from ..events import Event, EventBus
 from ..metrics import HOOK_CALLS
 from ..modules.cameras import DOT_SEGMENTS, CameraRef, Cameras, has_dot_segment
+from ..modules.dispatch import parse_json
 from ..security import bearer
 from ..wire import ApiResponse, read_body
 from .camera_details import camera_details

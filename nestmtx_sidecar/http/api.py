@@ -12,12 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import client_address
-from ..dispatch import Dispatcher, Request, parse_json
 from ..errors import BadRequest, SidecarError, TooManyRequests, Unauthorized, internal_error
 from ..modules import Caller
 from ..modules.auth import Auth
-from ..security import bearer
+from ..modules.dispatch import Dispatcher, Request, parse_json
+from ..security import bearer, client_address
 from ..wire import ApiResponse, read_body
 from .openapi import OPENAPI_PATH, document
 

@@ -16,11 +16,11 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from ..hooks.receiver import _EVENT_ID, _VARIABLE, HOOKS
-from ..listing import list_fields
 from ..modules import Module
 from ..modules.health import REPLY as HEALTH
+from ..modules.listing import list_fields
+from ..modules.schema import Field, record
 from ..modules.version import VERSION
-from ..schema import Field, record
 
 OPENAPI_PATH = "/api/openapi.json"
 _JSON = "application/json"

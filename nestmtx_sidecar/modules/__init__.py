@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequest, Invalid, field_error
-from ..listing import page_schema
-from ..schema import Body
+from .listing import page_schema
+from .schema import Body
 
 COMMANDS = ("list", "create", "read", "update", "delete")
 MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL

@@ -8,14 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import client_address
 from ..errors import Invalid, Unauthorized, field_error
 from ..events import isoformat
-from ..login_guard import LoginGuard
-from ..schema import DATE_TIME, Body, Field, record
-from ..security import PasswordHasher, new_token, token_digest
-from ..store import Store, access_tokens, as_utc, users, utcnow
+from ..security import PasswordHasher, client_address, new_token, token_digest
+from ..security.login_guard import LoginGuard
+from ..storage.store import Store, access_tokens, as_utc, users, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module
+from .schema import DATE_TIME, Body, Field, record
 
 RevocationListener = Callable[[list[int]], None]
 

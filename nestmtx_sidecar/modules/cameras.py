@@ -13,10 +13,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, Invalid, NotFound, field_error
 from ..events import isoformat
-from ..listing import ListQuery
-from ..schema import DATE_TIME, Body, Field, nullable, record
-from ..store import Store, cameras, list_page
+from ..storage.store import Store, cameras, list_page
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
+from .listing import ListQuery
+from .schema import DATE_TIME, Body, Field, nullable, record
 
 # MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
 _MTX_PATH = re.compile(r"^[0-9A-Za-z_\-/.~:]+$")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
-from ..schema import record
 from . import Caller, Contract, Module
+from .schema import record
 
 
 def _base(setting: str, used_for: str) -> dict[str, Any]:

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 
 from ..errors import Invalid, NotFound, field_error
 from ..events import isoformat
-from ..listing import ListQuery
-from ..schema import DATE_TIME, Body, Field, nullable, record
 from ..security import Redactor, SecretBox
-from ..store import Store, as_utc, credentials, list_page, utcnow
+from ..storage.store import Store, as_utc, credentials, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
+from .listing import ListQuery
+from .schema import DATE_TIME, Body, Field, nullable, record
 
 SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
 PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"

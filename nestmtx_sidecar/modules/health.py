@@ -6,8 +6,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..schema import record
 from . import Caller, Contract, Module
+from .schema import record
 
 Check = Callable[[], Awaitable[None]]
 Status = Callable[[], Awaitable[dict[str, Any]]]

@@ -9,12 +9,12 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, Forbidden, NotFound
 from ..events import isoformat
-from ..listing import ListQuery
-from ..schema import DATE_TIME, Body, Field, record
 from ..security import PasswordHasher
-from ..store import Store, access_tokens, list_page, users
+from ..storage.store import Store, access_tokens, list_page, users
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 from .auth import Auth
+from .listing import ListQuery
+from .schema import DATE_TIME, Body, Field, record
 
 MIN_PASSWORD = 8
 _CREATE = Body((

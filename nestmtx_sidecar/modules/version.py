@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
-from ..schema import record
 from . import Caller, Contract, Module
+from .schema import record
 
 VERSION = version("nestmtx-sidecar")
 

@@ -14,11 +14,11 @@ import logging
 import aiomqtt
 
 from ..config import ConfigError, Settings
-from ..dispatch import Dispatcher
 from ..events import Event
 from ..modules.auth import Auth
 from ..modules.cameras import Cameras
 from ..modules.credentials import Credentials
+from ..modules.dispatch import Dispatcher
 from ..security import Redactor
 from ..wire import dumps
 from .connection import Connection

@@ -13,10 +13,10 @@ from typing import Any
 
 import aiomqtt
 
-from ..dispatch import Dispatcher, Request, RequestError, parse_request, request_json
 from ..errors import BadRequest, Forbidden, Invalid, SidecarError, field_error
 from ..modules import Caller
 from ..modules.auth import Auth
+from ..modules.dispatch import Dispatcher, Request, RequestError, parse_request, request_json
 from ..wire import dumps
 
 logger = logging.getLogger(__name__)

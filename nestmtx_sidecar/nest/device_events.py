@@ -22,7 +22,7 @@ import tenacity
 
 from ..events import Event, EventBus
 from ..modules.credentials import NO_EVENTS_WARNING, pubsub_names
-from ..store import Store, cameras, credentials, utcnow
+from ..storage.store import Store, cameras, credentials, utcnow
 from .event_ledger import EventLedger
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
 from .oauth import TokenKeeper

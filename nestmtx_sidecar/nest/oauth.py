@@ -25,7 +25,7 @@ from ..events import Event, EventBus
 from ..metrics import TOKEN_REFRESHES
 from ..modules.credentials import Consent, Credentials
 from ..security import Redactor, SecretBox
-from ..store import Store, as_utc, credentials, utcnow
+from ..storage.store import Store, as_utc, credentials, utcnow
 from .json_body import json_object
 
 logger = logging.getLogger(__name__)

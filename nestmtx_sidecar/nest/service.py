@@ -11,12 +11,12 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..events import EventBus
-from ..lease import Lease, LocalLease
 from ..modules.auth import Auth
 from ..modules.cameras import Cameras
 from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
-from ..store import Store
+from ..storage.lease import Lease, LocalLease
+from ..storage.store import Store
 from .device_events import DeviceEvents
 from .media import EventMedia
 from .media_routes import MediaRoutes

@@ -17,7 +17,7 @@ from ..hooks.camera_details import camera_details
 from ..hooks.receiver import StreamSource
 from ..modules.cameras import CameraRef, Cameras
 from ..security import Redactor, SecretBox
-from ..store import Store, as_utc, stream_sessions, utcnow
+from ..storage.store import Store, as_utc, stream_sessions, utcnow
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from ..events import Event
 from ..modules.cameras import Cameras, camera_ref
-from ..store import Store, cameras, credentials, utcnow
+from ..storage.store import Store, cameras, credentials, utcnow
 from .oauth import TokenKeeper
 from .sdm import SdmClient, SdmError
 

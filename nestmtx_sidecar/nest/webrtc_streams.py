@@ -23,7 +23,7 @@ from ..errors import Unavailable
 from ..events import Event, EventBus, isoformat
 from ..hooks.camera_details import camera_details
 from ..modules.cameras import CameraRef
-from ..store import as_utc, utcnow
+from ..storage.store import as_utc, utcnow
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
 from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN
 

@@ -1,9 +1,18 @@
 """The Socket.IO door: bus events to clients' rooms, resumable; requests to the dispatcher."""
 
+from .door import SocketIoDoor
 from .event_log import EventLog, MemoryLog, RedisStreamLog
 from .fanout import FastManager, fast_manager_class
-from .gateway import Gateway
 from .recovery import MemorySessions, RedisSessions, Sessions
 
-__all__ = ["EventLog", "FastManager", "Gateway", "MemoryLog", "MemorySessions", "RedisSessions",
-           "RedisStreamLog", "Sessions", "fast_manager_class"]
+__all__ = [
+           "EventLog",
+           "FastManager",
+           "MemoryLog",
+           "MemorySessions",
+           "RedisSessions",
+           "RedisStreamLog",
+           "Sessions",
+           "SocketIoDoor",
+           "fast_manager_class",
+]

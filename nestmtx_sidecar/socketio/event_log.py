@@ -137,7 +137,7 @@ class EventLog(Protocol):
 
 
 async def _ignore(entry: Entry) -> None:
-    """Delivery before the gateway took the log over: nowhere to deliver to yet."""
+    """Delivery before the Socket.IO door took the log over: nowhere to deliver to yet."""
 
 
 class MemoryLog:

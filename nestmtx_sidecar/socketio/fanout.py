@@ -361,7 +361,7 @@ async def emit_logged(sio: socketio.AsyncServer, emits: Sequence[tuple[str, Any,
         await sio.manager.deliver_local(emits, tagged, namespace)
         return
     # python-socketio's own single-node manager (bench/serve_variant.py's baselines): no
-    # socket resumes there (the gateway offers recovery with FastManager only).
+    # socket resumes there (the Socket.IO door offers recovery with FastManager only).
     for event, data, rooms in emits:
         await sio.emit(event, data, to=rooms, namespace=namespace)
 

@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Invalid
+from ..errors import Invalid
 from .schema import Field, encodable, invalid
 
 MAX_ITEMS_PER_PAGE = 1000

@@ -13,7 +13,7 @@ from typing import Any, overload
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .listing import ListQuery
+from ..modules.listing import ListQuery
 from .private_files import FILE_MODE, narrow, private_file
 
 logger = logging.getLogger(__name__)

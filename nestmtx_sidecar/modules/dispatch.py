@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import client_address
-from .errors import (
+from ..errors import (
     BadRequest,
     Invalid,
     NotFound,
@@ -18,7 +17,8 @@ from .errors import (
     field_error,
     internal_error,
 )
-from .modules import COMMANDS, Caller, Module
+from ..security import client_address
+from . import COMMANDS, Caller, Module
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,13 @@ from urllib.parse import parse_qs
 
 import socketio
 
-from .. import client_address
-from ..dispatch import Dispatcher
 from ..errors import Invalid, Unauthorized
 from ..events import Event
 from ..modules import Caller
 from ..modules.auth import Auth
-from ..security import bearer, new_token
-from ..store import utcnow
+from ..modules.dispatch import Dispatcher
+from ..security import bearer, client_address, new_token
+from ..storage.store import utcnow
 from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
 from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged, emit_in_order, emit_logged
 from .recovery import (
@@ -64,7 +63,7 @@ def token_from_handshake(environ: dict[str, Any], auth: Any) -> str | None:
     return tokens[0] if tokens else None
 
 
-class Gateway:
+class SocketIoDoor:
     """Owns the python-socketio server; knows nothing of where events come from."""
 
     def __init__(self, auth: Auth, dispatcher: Dispatcher, recent_logs: Any,

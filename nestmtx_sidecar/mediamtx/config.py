@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from .config import Settings
-from .store import Store, cameras
+from ..config import Settings
+from ..storage.store import Store, cameras
 
 DEFAULT_HOOK = "/hooks/nestmtx-hook"
 # MediaMTX's path setting -> the hook argument the script sends as.

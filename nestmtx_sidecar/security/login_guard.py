@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import TooManyRequests
+from ..errors import TooManyRequests
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from .config import Settings
-from .logstream import TRACE, LogStream
-from .security import Redactor
+from ..config import Settings
+from ..security import Redactor
+from .stream import TRACE, LogStream
 
 # Each library logger, the lowest level it may write, and what it writes below that.
 LIBRARY_LEVELS: dict[str, int] = {

@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import httpx
 
-from .mediamtx_config import persistent_path
-from .modules.cameras import CameraRef
+from ..modules.cameras import CameraRef
+from .config import persistent_path
 
 logger = logging.getLogger(__name__)
 

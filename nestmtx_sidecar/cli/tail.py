@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import socketio
 
-from .events import APP_WILDCARD
+from ..events import APP_WILDCARD
 
 LEVEL_NAMES = {20: "TRACE", 30: "DEBUG", 40: "INFO", 50: "WARN", 60: "ERROR", 70: "FATAL"}
 # Control characters would break the one-line-per-item promise or drive the terminal

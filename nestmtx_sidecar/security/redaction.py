@@ -1,23 +1,11 @@
-"""Passwords, access tokens, secrets at rest, and redaction of secrets from text."""
+"""Secrets removed from any text: known values and secret-shaped strings."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import collections
-import hashlib
-import hmac
 import re
-import secrets
 import threading
 from collections.abc import Hashable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-
-from cryptography.fernet import Fernet, InvalidToken
-
-# scrypt as OWASP recommends (N=2^15, r=8, p=1): about 30 ms and 32 MiB per hash.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
-_SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 
 def safe_url(text: str) -> str:
@@ -25,96 +13,8 @@ def safe_url(text: str) -> str:
     return re.sub(r"//[^/@\s]*@", "//", text)
 
 
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-    return "$".join(("scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
-                     _b64(salt), _b64(digest)))
-
-
-def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        actual = _scrypt(password, _unb64(salt), int(n), int(r), int(p))
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, _unb64(digest))
-
-
-class PasswordHasher:
-    """Hashes and checks passwords off the event loop, in two threads of its own.
-
-    Not the default pool: Google token refreshes run there, and a log-in flood (each check
-    ~30-80 ms of CPU and 32 MiB) would delay them. Two workers also cap that memory at 64 MiB.
-    """
-
-    def __init__(self, workers: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="password-hash")
-
-    async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, hash_password,
-                                                                password)
-
-    async def verify(self, password: str, stored: str) -> bool:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, verify_password,
-                                                                password, stored)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p,
-                          maxmem=_SCRYPT_MAXMEM, dklen=32)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def new_token() -> str:
-    """An opaque bearer token: 256 random bits."""
-    return secrets.token_urlsafe(32)
-
-
-def bearer(header: str) -> str | None:
-    """The credential of `Authorization: Bearer <x>` (maybe ""); None for another scheme."""
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
-
-
-def token_digest(token: str) -> str:
-    """What the store keeps of a token: a lookup key that cannot be used to log in."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class SecretBox:
-    """Encrypts secrets at rest with the app key (Fernet: AES-128-CBC + HMAC-SHA256)."""
-
-    def __init__(self, key: str) -> None:
-        self._fernet = Fernet(key)
-
-    def encrypt(self, plaintext: str | None) -> str | None:
-        if plaintext is None:
-            return None
-        return self._fernet.encrypt(plaintext.encode()).decode()
-
-    def decrypt(self, ciphertext: str | None) -> str | None:
-        if ciphertext is None:
-            return None
-        try:
-            return self._fernet.decrypt(ciphertext.encode()).decode()
-        except InvalidToken:
-            raise ValueError("secret cannot be decrypted: NESTMTX_APP_KEY changed?") from None
-
-
 REDACTED = "[redacted]"
+
 
 # Shapes of secrets that may appear in any text: bearer tokens, Google tokens,
 # the auth= query of Nest RTSP URLs, and key=value pairs named like secrets.
@@ -137,6 +37,8 @@ _PATTERNS = [
 # (client secret, refresh and access token), each forgotten when replaced; 4,096 covers over a
 # thousand cameras, while values nobody forgets cost at most a few MB.
 REMEMBERED = 4096
+
+
 # Values are indexed by their last characters (8: a random tail for tokens; the prefixes of
 # stream URLs and Google tokens are shared by all of them). Shorter values by all of theirs.
 _KEY = 8
@@ -262,3 +164,4 @@ def _given(values: Iterable[str | None]) -> Iterator[str]:
 def _keep_prefix(match: re.Match[str]) -> str:
     prefix = match.group(1) if match.re.groups else ""
     return prefix + REDACTED
+

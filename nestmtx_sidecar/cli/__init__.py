@@ -8,10 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, Settings, load_settings, with_generated_secrets
-from .logconfig import configure_logging
-from .mediamtx_config import DEFAULT_HOOK
-from .security import Redactor
+from ..config import ConfigError, Settings, load_settings, with_generated_secrets
+from ..logs.setup import configure_logging
+from ..mediamtx.config import DEFAULT_HOOK
+from ..security import Redactor
 
 
 class DatabaseUnreachable(Exception):
@@ -24,7 +24,7 @@ def check_database(settings: Settings, redactor: Redactor) -> None:
 
     import sqlalchemy as sa
 
-    from .store import Store
+    from ..storage.store import Store
 
     async def ping() -> None:
         store = Store(settings.resolved_database_url)
@@ -57,7 +57,7 @@ def tune_gc() -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from .app import Sidecar, create_app
+    from ..app import Sidecar, create_app
 
     settings = with_generated_secrets(settings)
     redactor = Redactor()
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "mediamtx-config":
             import asyncio
 
-            from .mediamtx_config import StoreUnreadable, generate
+            from ..mediamtx.config import StoreUnreadable, generate
 
             try:
                 sys.stdout.write(asyncio.run(generate(settings, args.hook)))

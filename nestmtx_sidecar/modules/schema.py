@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import Invalid, field_error
+from ..errors import Invalid, field_error
 
 Check = Callable[[Any], Any]
 Kind = Literal["string", "boolean", "integer"]

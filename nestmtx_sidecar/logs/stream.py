@@ -14,9 +14,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from .events import isoformat
-from .metrics import LOG_RECORDS_DROPPED
-from .security import Redactor
+from ..events import isoformat
+from ..metrics import LOG_RECORDS_DROPPED
+from ..security import Redactor
 
 REPLAY_SIZE = 100
 QUEUE_SIZE = 10_000

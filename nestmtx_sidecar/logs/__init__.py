@@ -1,0 +1,1 @@
+"""The process's logging: its set-up and the `log` event stream."""

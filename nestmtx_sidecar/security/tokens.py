@@ -1,0 +1,23 @@
+"""Access tokens: made, read from an `Authorization` header, and stored as digests."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+
+def new_token() -> str:
+    """An opaque bearer token: 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def bearer(header: str) -> str | None:
+    """The credential of `Authorization: Bearer <x>` (maybe ""); None for another scheme."""
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def token_digest(token: str) -> str:
+    """What the store keeps of a token: a lookup key that cannot be used to log in."""
+    return hashlib.sha256(token.encode()).hexdigest()
+

@@ -1,0 +1,1 @@
+"""What is kept: the SQL store, the singleton lease, and the private data directory."""
