@@ -48,7 +48,7 @@ class LogLines:
     def _on_log(self, entry: dict[str, Any]) -> None:
         if entry["level"] >= INFO:
             self.seen.append(entry["msg"])
-        if entry["service"] == "login_guard":
+        if entry["service"] == "security.login_guard":
             self._lines.put_nowait(entry["msg"])
 
     async def next(self) -> str:
