@@ -39,8 +39,10 @@ LOG_RECORDS_DROPPED = Counter("nestmtx_log_records_dropped", "Log records not st
                               "because subscribers could not keep up", registry=None)
 EVENTS_DROPPED = Counter("nestmtx_events_dropped", "Events a bus subscriber missed because "
                          "its queue was full", ["subscriber"], registry=None)
+SOCKETS_CUT = Counter("nestmtx_sockets_cut", "Socket.IO clients disconnected because they "
+                      "stopped reading their events", registry=None)
 _PROCESS_WIDE = (EVENTS, HOOK_CALLS, TOKEN_REFRESHES, SDM_CALLS, LOG_RECORDS_DROPPED,
-                 EVENTS_DROPPED)
+                 EVENTS_DROPPED, SOCKETS_CUT)
 
 
 async def count_event(event: Event) -> None:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tomllib
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from pathlib import Path
 
 import engineio.payload
 import pytest
 import socketio
 import websockets
+from packaging.requirements import Requirement
 
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.socketio import fanout
 from nestmtx_sidecar.socketio.fanout import FastManager, text_frame
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
+from tests.test_metrics import scrape, value
 
 
 class Subscriber:
@@ -62,9 +66,27 @@ def manager(server: RunningSidecar) -> FastManager:
 @pytest.fixture(params=["fast", "stock"])
 async def fanout_server(request: pytest.FixtureRequest, tmp_path: Path
                         ) -> AsyncIterator[RunningSidecar]:
+    """The fast path as the pinned releases get it (never forced on), and the stock path."""
     async with serve_in_loop(make_settings(tmp_path)) as running:
-        manager(running).fast_path = request.param == "fast"
+        if request.param == "fast":
+            assert manager(running).fast_path, "the fast path is off on the pinned releases"
+        else:
+            manager(running).fast_path = False
         yield running
+
+
+def test_the_fast_path_is_on_with_the_pinned_releases_and_off_with_any_other(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pins = {Requirement(line).name: Requirement(line).specifier for line in
+            tomllib.loads(Path("pyproject.toml").read_text())["project"]["dependencies"]}
+    for distribution, release in fanout.TESTED_RELEASES.items():
+        assert version(distribution).startswith(release)
+        major, minor = (int(part) for part in release.rstrip(".").split("."))
+        assert f"{major}.{minor}.0" in pins[distribution]
+        assert f"{major}.{minor + 1}.0" not in pins[distribution]  # pinned to that release
+    assert fanout.fast_path_supported()
+    monkeypatch.setattr(fanout, "version", lambda distribution: "4.99.0")
+    assert not fanout.fast_path_supported()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -177,14 +199,14 @@ async def test_a_stalled_client_is_cut_loose_without_delaying_the_others(
     await healthy.client.connect(server.url, auth={"token": token}, transports=["websocket"])
     stalled = await raw_subscriber(server, token)
     stalled.transport.pause_reading()  # completed the handshake; now it stops reading
-    dropped_before = manager(server).dropped_clients
+    cut_before = value(await scrape(server.url), "nestmtx_sockets_cut_total")
     # 3000 frames of 5 KiB, in rounds the healthy client keeps up with, while the stalled
     # one falls behind past the queue and write-buffer bounds.
     rounds, per_round = 20, 50
     for round_ in range(1, rounds + 1):
         await publish(server, per_round, size=5_000)
         await healthy.wait_for(round_ * per_round * 3, seconds=30)
-    assert manager(server).dropped_clients == dropped_before + 1
+    assert value(await scrape(server.url), "nestmtx_sockets_cut_total") == cut_before + 1
     assert len(healthy.received) == rounds * per_round * 3
     assert healthy.client.connected
     await healthy.client.disconnect()

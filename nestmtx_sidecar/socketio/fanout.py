@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, cast
@@ -42,6 +42,7 @@ from engineio.async_drivers import asgi as engineio_asgi
 from socketio import packet as sio_packet
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
+from ..metrics import SOCKETS_CUT
 from .event_log import Offset
 
 logger = logging.getLogger(__name__)
@@ -60,14 +61,19 @@ except ImportError:  # pragma: no cover - uvicorn without websockets
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
 
-# The releases whose internals the fast path was written against and is tested with.
-TESTED_RELEASES = {"python-engineio": ("4.",), "uvicorn": ("0.",)}
+# The releases whose internals the fast path reads, as pinned in pyproject.toml (a test holds
+# the two together, and CI asserts the fast path is on with them). Any other release gets
+# the stock path until the internals are checked again and the pin moved.
+TESTED_RELEASES = {"python-engineio": "4.15.", "uvicorn": "0.54."}
 
 
 def fast_path_supported() -> bool:
     """True when the engine.io and uvicorn internals the fast path relies on are as expected."""
-    for distribution, prefixes in TESTED_RELEASES.items():
-        if not version(distribution).startswith(prefixes):
+    for distribution, release in TESTED_RELEASES.items():
+        if not version(distribution).startswith(release):
+            logger.warning("%s %s is not the release the Socket.IO fast path was checked "
+                           "against (%sx): using the stock path", distribution,
+                           version(distribution), release)
             return False
     return (
         WebSocketsSansIOProtocol is not None
@@ -145,14 +151,11 @@ class _Cork:
 class FastManager(socketio.AsyncManager):
     """A client manager whose local delivery skips the per-recipient task."""
 
-    on_overflow: Callable[[], None] | None = None  # told of every client cut loose
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cork = _Cork()
         self._order = asyncio.Lock()
         self.fast_path = fast_path_supported()
-        self.dropped_clients = 0
         self.direct_writes = 0  # frames corked onto a transport
         self.queued_writes = 0  # packets put on an engine.io queue
 
@@ -317,9 +320,7 @@ class FastManager(socketio.AsyncManager):
         if getattr(socket, "overflowed", False):
             return
         socket.overflowed = True
-        self.dropped_clients += 1
-        if self.on_overflow:
-            self.on_overflow()
+        SOCKETS_CUT.inc()
         logger.warning("disconnecting socket %s: it is not reading its events", sid)
         protocol = getattr(socket, "uvicorn_protocol", None)
         if protocol is not None:
