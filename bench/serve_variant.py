@@ -23,8 +23,8 @@ import uvicorn
 from nestmtx_sidecar.app import Sidecar, create_app
 from nestmtx_sidecar.cli import tune_gc
 from nestmtx_sidecar.config import load_settings, with_generated_secrets
-from nestmtx_sidecar.socketio.door import EVERYTHING, TOPIC_ROOM
 from nestmtx_sidecar.socketio.fanout import FastManager, emit_in_order
+from nestmtx_sidecar.socketio.topics import rooms
 
 VARIANTS = ("stock-deflate", "stock", "queue", "direct", "pubsub")
 
@@ -45,7 +45,7 @@ def main(variant: str) -> None:
         assert sidecar.settings.redis_url, "the pubsub variant needs NESTMTX_REDIS_URL"
 
         async def over_pubsub(topics: tuple[str, ...], payload: dict[str, Any]) -> None:
-            await emit_in_order(sio, [(topic, payload, [EVERYTHING, TOPIC_ROOM + topic])
+            await emit_in_order(sio, [(topic, payload, rooms(topic))
                                       for topic in topics])
 
         sidecar.event_log.append = over_pubsub  # type: ignore[method-assign]

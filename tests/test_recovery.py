@@ -15,7 +15,7 @@ import websockets
 from socketio import packet as sio_packet
 
 from nestmtx_sidecar.events import Event
-from nestmtx_sidecar.socketio import door as socketio_door
+from nestmtx_sidecar.socketio import recovery
 from tests.conftest import RunningSidecar
 from tests.process_support import metric
 from tests.services import SidecarProcess, require, require_binary, wait_until
@@ -182,7 +182,7 @@ async def test_more_missed_than_a_socket_may_have_waiting_starts_afresh(
         server: RunningSidecar, proxy: LoopbackProxy, js: JsClients,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The bound is its queue (1000 frames); shortened here to 6 frames, two events.
-    monkeypatch.setattr(socketio_door, "MAX_REPLAY", 6)
+    monkeypatch.setattr(recovery, "MAX_REPLAY", 6)
     await drop(js, proxy, server)
     for n in range(3):  # nine frames: three events under their three names
         await post_hook(server, "ready", f"cam{n}")

@@ -9,42 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
 
-from ..errors import Invalid, Unauthorized
+from ..errors import Unauthorized
 from ..events import Event
 from ..modules import Caller
 from ..modules.auth import Auth
 from ..modules.dispatch import Dispatcher
 from ..security import bearer, client_address, new_token
 from ..storage.store import utcnow
-from .event_log import Entry, EventLog, MemoryLog, Offset, parse_offset
-from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged, emit_in_order, emit_logged
-from .recovery import (
-    MAX_PID_LENGTH,
-    MemorySessions,
-    RecoveringServer,
-    Session,
-    Sessions,
-    wants_recovery,
-)
+from . import topics
+from .event_log import Entry, EventLog, MemoryLog
+from .fanout import FastManager, emit_in_order, emit_logged
+from .recovery import MemorySessions, RecoveringServer, Recovery, Sessions, wants_recovery
 
 logger = logging.getLogger(__name__)
 
-AUTHENTICATED = "authenticated"  # every accepted socket
-EVERYTHING = "everything"  # sockets that never chose topics get every event (NestMTX's way)
-TOPIC_ROOM = "topic:"  # prefix of the room of each topic a socket subscribed to
-MAX_TOPIC_LENGTH = 200
 TOKEN_SWEEP_SECONDS = 10.0
 DROP_GRACE_SECONDS = 0.5  # a socket that revoked its own token gets its answer this long
-NAMESPACE = "/"
-# Missed frames a resuming socket may be sent: what fits its queue (the CONNECT reply too).
-MAX_REPLAY = MAX_QUEUED_PACKETS - 1
 _REVOKED = Unauthorized("This socket's token was revoked or has expired")
 
 # The socket and request running in this task, so a revocation knows its own cause.
@@ -77,13 +64,9 @@ class SocketIoDoor:
         self._log = MemoryLog() if log is None else log
         self._log.deliver_to(self._deliver)
         # `is None`: an empty store is falsy.
-        self._sessions = MemorySessions() if sessions is None else sessions
-        # Sockets that opted in to recovery: sid -> (pid, where its session began) ...
-        self._resumable: dict[str, tuple[str, Offset]] = {}
-        # ... and sid -> the offset up to which it has every event (replayed or live).
-        self._through: dict[str, Offset] = {}
+        self._recovery = Recovery(self._log, MemorySessions() if sessions is None else sessions)
         self.sio = RecoveringServer(
-            lambda sid: self._resumable[sid][0] if sid in self._resumable else None,
+            self._recovery.session_id,
             async_mode="asgi", cors_allowed_origins="*",
             client_manager=FastManager() if client_manager is None else client_manager,
             logger=False, engineio_logger=False,
@@ -113,13 +96,11 @@ class SocketIoDoor:
 
     async def _deliver(self, entry: Entry) -> None:
         """One logged event out under its three topics, to this replica's sockets."""
-        emits = [(topic, entry.payload, [EVERYTHING, TOPIC_ROOM + topic])
-                 for topic in entry.topics]
-        tagged = Tagged(emits, entry.offset, entry.key, self._through) if self._through else None
-        await emit_logged(self.sio, emits, tagged)
+        emits = [(topic, entry.payload, topics.rooms(topic)) for topic in entry.topics]
+        await emit_logged(self.sio, emits, self._recovery.tagged(emits, entry))
 
     async def send_logs(self, entries: list[dict[str, Any]]) -> None:
-        await emit_in_order(self.sio, [("log", entry, [EVERYTHING, TOPIC_ROOM + "log"])
+        await emit_in_order(self.sio, [("log", entry, topics.rooms("log"))
                                        for entry in entries])
 
     async def sweep_tokens(self) -> None:
@@ -140,7 +121,7 @@ class SocketIoDoor:
             try:
                 caller = await self._auth.authenticate(token_from_handshake(environ, auth))
             finally:  # a session offered with a refused token is spent all the same
-                session = await self._take_session(auth) if recovery else None
+                session = await self._recovery.take(auth) if recovery else None
         except Unauthorized as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
         finally:
@@ -153,54 +134,20 @@ class SocketIoDoor:
         self._callers[sid] = caller
         self._addresses[sid] = client_address.from_scope(environ.get("asgi.scope", {}),
                                                          self._trusted_proxies)
-        topics: tuple[str, ...] | None = None
-        resumed = self._resume(sid, caller, session, auth) if session is not None else None
-        if resumed is not None:
-            topics = resumed.topics
-        elif recovery:
-            start = self._log.window.last
-            self._resumable[sid] = (new_token(), start)
-            self._through[sid] = start
-        rooms = [AUTHENTICATED, EVERYTHING] if topics is None else [
-            AUTHENTICATED, *(TOPIC_ROOM + topic for topic in topics)]
-        for room in rooms:
-            self.sio.manager.basic_enter_room(sid, NAMESPACE, room)
+        resumed = None
+        if session is not None:
+            manager = self.sio.manager
+            assert isinstance(manager, FastManager)  # recovery is offered with it only
+            resumed = self._recovery.resume(sid, caller.user_id, session, auth, manager)
+        if resumed is None and recovery:
+            self._recovery.begin(sid, new_token())
+        topics.enter(self.sio.manager, sid, None if resumed is None else resumed.topics)
         delay = (caller.expires_at - utcnow()).total_seconds()
         loop = asyncio.get_running_loop()
         self._expiry_timers[sid] = loop.call_later(max(delay, 0), self._revoke, sid)
         if resumed is None:  # a resumed socket had these lines before it dropped
             # Runs after the CONNECT packet is queued, so the client sees these as events.
             self._background(self._replay_logs(sid))
-
-    async def _take_session(self, auth: Any) -> Session | None:
-        pid = auth.get("pid") if isinstance(auth, dict) else None
-        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH:
-            return None
-        return await self._sessions.take(pid)
-
-    def _resume(self, sid: str, caller: Caller, session: Session, auth: dict[str, Any]
-                ) -> Session | None:
-        """The session back, and what it missed sent, if it is the caller's and still whole."""
-        if session.user_id != caller.user_id:
-            return None
-        offset = parse_offset(auth["offset"]) if "offset" in auth else session.start
-        if offset is None:
-            return None
-        since = max(offset, session.start)  # an offset from an older session replays less
-        missed = self._log.window.after(since)
-        if missed is None:
-            return None  # some of it is no longer kept: the client starts afresh
-        frames = [(topic, entry.payload, entry.key) for entry in missed
-                  for topic in entry.topics if session.topics is None or topic in session.topics]
-        if len(frames) > MAX_REPLAY:
-            return None  # more than a socket may have waiting: it starts afresh instead
-        manager = self.sio.manager
-        assert isinstance(manager, FastManager)  # recovery is offered with it only
-        manager.send_now(sid, frames)
-        self._resumable[sid] = (session.pid, session.start)
-        # Its client may have seen events this replica has not read from Redis yet.
-        self._through[sid] = max(self._log.window.last, since)
-        return session
 
     async def _replay_logs(self, sid: str) -> None:
         for entry in list(self._recent_logs):
@@ -210,8 +157,6 @@ class SocketIoDoor:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         caller = self._callers.pop(sid, None)
-        resumable = self._resumable.pop(sid, None)
-        self._through.pop(sid, None)
         self._addresses.pop(sid, None)
         timer = self._expiry_timers.pop(sid, None)
         if timer:
@@ -219,12 +164,9 @@ class SocketIoDoor:
         answering = self._answering.pop(sid, None)
         if answering:
             answering[1].cancel()
-        if caller is not None and resumable is not None:  # a revoked socket resumes nothing
-            # Its rooms are left only after this handler: they are what it gets back.
-            topics = (None if EVERYTHING in self.sio.rooms(sid, NAMESPACE)
-                      else tuple(self._topics(sid)))
-            await self._sessions.save(Session(resumable[0], caller.user_id, topics,
-                                              resumable[1]))
+        # Its rooms are left only after this handler: they are what it gets back.
+        await self._recovery.end(sid, None if caller is None else caller.user_id,
+                                 lambda: topics.kept(self.sio.manager, sid))
 
     async def _on_request(self, sid: str, *args: Any) -> Any:
         caller = self._callers.get(sid)
@@ -253,33 +195,18 @@ class SocketIoDoor:
         self._background(self.sio.disconnect(sid))
         return reply
 
-    async def _on_subscribe(self, sid: str, topics: Any = None) -> dict[str, Any]:
-        """Opt in to chosen topics (event names such as `camera:ready`, `camera:*`, `log`).
+    async def _on_subscribe(self, sid: str, names: Any = None) -> dict[str, Any]:
+        """Opt in to chosen topics (event names such as `camera:ready`, `camera:*`, `log`)."""
+        return self._change_topics(sid, names, subscribe=True)
 
-        The first subscribe takes the socket off the everything-feed; the reply (ack) lists
-        the topics the socket now receives.
-        """
-        return self._change_topics(sid, topics, self.sio.manager.basic_enter_room)
+    async def _on_unsubscribe(self, sid: str, names: Any = None) -> dict[str, Any]:
+        return self._change_topics(sid, names, subscribe=False)
 
-    async def _on_unsubscribe(self, sid: str, topics: Any = None) -> dict[str, Any]:
-        return self._change_topics(sid, topics, self.sio.manager.basic_leave_room)
-
-    def _change_topics(self, sid: str, topics: Any,
-                       change: Callable[[str, str, str], None]) -> dict[str, Any]:
+    def _change_topics(self, sid: str, names: Any, subscribe: bool) -> dict[str, Any]:
         """Synchronous, so that no revocation can land between the check and the change."""
         if sid not in self._callers:
             return _REVOKED.to_dict()
-        names = _topic_list(topics)
-        if isinstance(names, dict):
-            return names
-        self.sio.manager.basic_leave_room(sid, NAMESPACE, EVERYTHING)
-        for name in names:
-            change(sid, NAMESPACE, TOPIC_ROOM + name)
-        return {"topics": self._topics(sid)}
-
-    def _topics(self, sid: str) -> list[str]:
-        return sorted(room.removeprefix(TOPIC_ROOM) for room in self.sio.rooms(sid)
-                      if room.startswith(TOPIC_ROOM))
+        return topics.change(self.sio.manager, sid, names, subscribe)
 
     def _drop_tokens(self, token_ids: list[int]) -> None:
         dropped = set(token_ids)
@@ -301,9 +228,9 @@ class SocketIoDoor:
         if timer:
             timer.cancel()
         manager = self.sio.manager
-        for room in manager.get_rooms(sid, NAMESPACE):
+        for room in manager.get_rooms(sid, topics.NAMESPACE):
             if room != sid:
-                manager.basic_leave_room(sid, NAMESPACE, room)
+                manager.basic_leave_room(sid, topics.NAMESPACE, room)
         cause = _requesting.get()
         if cause is not None and cause[0] == sid:
             # Its own request revoked it: that request answers, then drops it, but no later
@@ -322,14 +249,3 @@ class SocketIoDoor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-def _topic_list(topics: Any) -> list[str] | dict[str, Any]:
-    """A topic or a list of topics, else the error reply saying what is wrong."""
-    if isinstance(topics, str):
-        topics = [topics]
-    if not isinstance(topics, list) or not topics or not all(
-            isinstance(t, str) and 0 < len(t) <= MAX_TOPIC_LENGTH for t in topics):
-        return Invalid(
-            f"topics must be a topic name or a non-empty list of names of at most "
-            f"{MAX_TOPIC_LENGTH} characters").to_dict()
-    return topics

@@ -22,13 +22,16 @@ from typing import Any, Protocol
 import socketio
 from socketio import packet as sio_packet
 
-from .event_log import WINDOW_SECONDS, Offset, format_offset, parse_offset
+from .event_log import WINDOW_SECONDS, Entry, EventLog, Offset, format_offset, parse_offset
+from .fanout import MAX_QUEUED_PACKETS, FastManager, Tagged
 
 logger = logging.getLogger(__name__)
 
 MAX_SESSIONS = 10_000  # dropped sockets remembered at once (in memory), oldest out first
 SESSION_KEY = "nestmtx:recovery:"  # + pid, in Redis
 MAX_PID_LENGTH = 64  # ours are 43 characters; anything much longer is not one
+# Missed frames a resuming socket may be sent: what fits its queue (the CONNECT reply too).
+MAX_REPLAY = MAX_QUEUED_PACKETS - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +146,70 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             if pid is not None:
                 pkt.data = {**pkt.data, "pid": pid}
         await super()._send_packet(eio_sid, pkt)
+
+
+class Recovery:
+    """The sockets that opted in to recovery: their sessions, and how far each has events.
+
+    Begun or resumed at connect, saved at disconnect (what a socket revoked meanwhile never
+    is); the door tells it which sockets those are and what they subscribed to.
+    """
+
+    def __init__(self, log: EventLog, sessions: Sessions) -> None:
+        self._log = log
+        self._sessions = sessions
+        # sid -> (pid, where its session began) ...
+        self._resumable: dict[str, tuple[str, Offset]] = {}
+        # ... and sid -> the offset up to which it has every event (replayed or live).
+        self._through: dict[str, Offset] = {}
+
+    def session_id(self, sid: str) -> str | None:
+        """The pid the CONNECT reply names (RecoveringServer asks)."""
+        return self._resumable[sid][0] if sid in self._resumable else None
+
+    async def take(self, auth: Any) -> Session | None:
+        """The dropped session the CONNECT auth names; spent whether or not it resumes."""
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        if not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH:
+            return None
+        return await self._sessions.take(pid)
+
+    def begin(self, sid: str, pid: str) -> None:
+        """A new session, from the newest event on."""
+        start = self._log.window.last
+        self._resumable[sid] = (pid, start)
+        self._through[sid] = start
+
+    def resume(self, sid: str, user_id: int, session: Session, auth: dict[str, Any],
+               manager: FastManager) -> Session | None:
+        """The session back, and what it missed sent, if it is the caller's and still whole."""
+        if session.user_id != user_id:
+            return None
+        offset = parse_offset(auth["offset"]) if "offset" in auth else session.start
+        if offset is None:
+            return None
+        since = max(offset, session.start)  # an offset from an older session replays less
+        missed = self._log.window.after(since)
+        if missed is None:
+            return None  # some of it is no longer kept: the client starts afresh
+        frames = [(topic, entry.payload, entry.key) for entry in missed
+                  for topic in entry.topics if session.topics is None or topic in session.topics]
+        if len(frames) > MAX_REPLAY:
+            return None  # more than a socket may have waiting: it starts afresh instead
+        manager.send_now(sid, frames)
+        self._resumable[sid] = (session.pid, session.start)
+        # Its client may have seen events this replica has not read from Redis yet.
+        self._through[sid] = max(self._log.window.last, since)
+        return session
+
+    def tagged(self, emits: list[tuple[str, Any, list[str]]], entry: Entry) -> Tagged | None:
+        """The frames with offsets, for the resumable sockets, if there are any."""
+        return Tagged(emits, entry.offset, entry.key, self._through) if self._through else None
+
+    async def end(self, sid: str, user_id: int | None,
+                  topics: Callable[[], tuple[str, ...] | None]) -> None:
+        """A socket left: its session saved to resume, unless it was revoked (no user)."""
+        resumable = self._resumable.pop(sid, None)
+        self._through.pop(sid, None)
+        if user_id is not None and resumable is not None:
+            await self._sessions.save(Session(resumable[0], user_id, topics(), resumable[1]))
