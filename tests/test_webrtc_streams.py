@@ -94,7 +94,7 @@ async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Pa
             await bus.drain()
             await finished(receiver)  # the publication ended with the demand
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             await peer.close()
         assert google.count("GenerateWebRtcStream") == 3
         assert google.count("ExtendWebRtcStream") == 1
@@ -126,7 +126,7 @@ async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
             await bus.drain()
             await finished(receiver)  # the publication ended with the demand
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             await peer.close()
         assert google.count("GenerateWebRtcStream") == 1
         assert google.count("StopWebRtcStream") == 1
@@ -162,6 +162,6 @@ async def test_recovery_gives_up_after_three_refusals_and_the_next_demand_starts
                 await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
                 await finished(again)
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             await peer.close()
         assert google.count("GenerateWebRtcStream") == 1 + 3 + 1

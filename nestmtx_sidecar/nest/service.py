@@ -23,9 +23,10 @@ from .media_routes import MediaRoutes
 from .media_store import MediaStore
 from .oauth import ConsentCallback, TokenKeeper
 from .pubsub import PubSubClient
+from .rtsp_streams import RtspStreams
 from .sdm import SdmClient
 from .snapshot import Snapshots
-from .streams import StreamSupervisor
+from .streams import NestStreams
 from .sync import DeviceSync
 from .webrtc_streams import WebRtcStreams
 
@@ -55,10 +56,11 @@ class Nest:
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
         self.sync = DeviceSync(store, self.sdm, self.tokens, cameras,
                                settings.device_sync_interval)
-        self.webrtc = WebRtcStreams(bus, self.sdm, settings.mediamtx_rtsp_url,
-                                    settings.stream_start_timeout)
-        self.streams = StreamSupervisor(store, box, redactor, bus, self.sdm, cameras,
-                                        settings.stream_start_timeout, self.webrtc)
+        self.streams = NestStreams(
+            bus, RtspStreams(store, box, redactor, bus, self.sdm, cameras,
+                             settings.stream_start_timeout),
+            WebRtcStreams(bus, self.sdm, settings.mediamtx_rtsp_url,
+                          settings.stream_start_timeout))
         self.media = EventMedia(
             MediaStore(settings.data_dir / "media", settings.media_max_mb * 1024 * 1024),
             self.sdm, self.tokens.access_token, self.http, MEDIA_WAIT_SECONDS)
@@ -69,23 +71,19 @@ class Nest:
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint),
                        *MediaRoutes(auth, self.media.store).routes,
-                       *Snapshots(auth, cameras, self.streams, self.webrtc,
-                                  settings.mediamtx_rtsp_url).routes]
+                       *Snapshots(auth, cameras, self.streams, settings.mediamtx_rtsp_url).routes]
         bus.subscribe(self.streams.on_event)
-        bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)
         bus.subscribe(self.device_events.on_event)
         cameras.on_change(self.streams.on_camera_change)
-        cameras.on_change(self.webrtc.on_camera_change)
         credentials.on_change(self._credentials_changed)
         self._tasks: list[asyncio.Task[Any]] = []
         self.lease = lease or LocalLease("nest")
-        self.tokens.active = self.streams.active = False  # until this replica holds the lease
+        self.tokens.active = self.streams.rtsp.active = False  # until this replica holds the lease
 
     async def _credentials_changed(self, credential_id: int, change: str) -> None:
         if change == "deleted":
             await self.streams.on_credential_deleted(credential_id)  # needs the token: first
-            await self.webrtc.on_credential_deleted(credential_id)
         await self.tokens.on_credentials_change(credential_id, change)
         await self.device_events.on_credentials_change(credential_id, change)
 
@@ -96,16 +94,16 @@ class Nest:
 
     async def _lead(self) -> None:
         """The singletons, while this replica holds the lease; handed over when it ends."""
-        self.tokens.active = self.streams.active = self.device_events.active = True
+        self.tokens.active = self.streams.rtsp.active = self.device_events.active = True
         try:
             await self.tokens.start()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.sync.run_periodically())
                 group.create_task(self._adopt_periodically())
         finally:
-            self.streams.active = self.device_events.active = False
+            self.streams.rtsp.active = self.device_events.active = False
             await self.device_events.stop_all()  # pulls end before another replica's start
-            await self.streams.close()  # stop extending; the sessions stay in the store
+            await self.streams.hand_over()  # stop extending; the sessions stay in the store
             await self.tokens.pause()
 
     async def _adopt_periodically(self) -> None:
@@ -118,13 +116,16 @@ class Nest:
     async def stop(self) -> None:
         """Shutdown: end this replica's Nest streams with Google, then hand the lease over."""
         try:
-            await asyncio.wait_for(self.streams.stop_all("shutting down"), SHUTDOWN_STOP_SECONDS)
+            await asyncio.wait_for(self.streams.rtsp.stop_all("shutting down"),
+                                   SHUTDOWN_STOP_SECONDS)
         except TimeoutError:
             logger.warning("stopping Nest streams took longer than %.0f s; left to expire",
                            SHUTDOWN_STOP_SECONDS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.webrtc.close()  # before the tokens: StopWebRtcStream needs one
+        # A peer connection cannot outlive the process, so these stop in full; before the
+        # tokens: StopWebRtcStream needs one.
+        await self.streams.webrtc.stop_all("shutting down")
         await self.tokens.stop()
         await self.http.aclose()
