@@ -4,6 +4,10 @@ expiry, recover, stop with Google, hand over.
 `StreamLifecycle` owns the sessions, the verbs and the bus handlers; a protocol part
 (rtsp_streams.RtspStreams, webrtc_streams.WebRtcStreams) fills in how a session starts, how
 it is kept alive and how it ends, as python-socketio's managers fill in a transport.
+
+Every Google command of a session goes through `command`: it runs to its answer even when
+the task that sent it is cancelled, and `stop`/`hand_over` wait for it, so a stream Google
+generated or extended while a stop was on its way is still stopped (or stored).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +47,7 @@ class StreamSession:
     lifetime: float = 300.0
     task: asyncio.Task[None] | None = None  # keeps it alive
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    calls: set[asyncio.Future[Any]] = field(default_factory=set)  # Google commands in flight
 
     def seconds_left(self) -> float:
         return (self.expires_at - utcnow()).total_seconds() if self.expires_at else 0.0
@@ -144,19 +150,28 @@ class StreamLifecycle(abc.ABC, Generic[S]):
         await asyncio.gather(*(self.stop(camera_id, why) for camera_id in list(self._sessions)))
 
     async def _settle(self, session: S) -> None:
-        """Cancel the keep-alive."""
+        """Cancel the keep-alive, then wait for the answers to the commands it had sent."""
         task = session.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*session.calls, return_exceptions=True)
 
     async def command(self, session: S, command: str, params: dict[str, Any], within: float,
                       take: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
-        """Send a command for the session; `take` handles Google's answer."""
+        """Send a command for the session; `take` handles Google's answer even when the
+        caller is cancelled meanwhile (see the module's doc)."""
         camera = session.camera
-        results = await self._sdm.execute(camera.credential_id, camera.uid, command, params,
-                                          within=within)
-        return await take(results)
+
+        async def call() -> T:
+            results = await self._sdm.execute(camera.credential_id, camera.uid, command, params,
+                                              within=within)
+            return await take(results)
+
+        future = asyncio.ensure_future(call())
+        session.calls.add(future)
+        future.add_done_callback(functools.partial(_finished, session.calls))
+        return await asyncio.shield(future)
 
     # -- bus and module listeners ----------------------------------------------------------
 
@@ -186,3 +201,9 @@ class StreamLifecycle(abc.ABC, Generic[S]):
 
 async def ignore(results: dict[str, Any]) -> None:
     """`take` for a command whose answer carries nothing (Stop*Stream)."""
+
+
+def _finished(calls: set[asyncio.Future[Any]], future: asyncio.Future[Any]) -> None:
+    calls.discard(future)
+    if not future.cancelled():
+        future.exception()  # retrieved: a cancelled caller is gone, and `_settle` only waits

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,9 @@ class WebRtcSession(StreamSession):
     publisher: WebRtcPublisher | None = None
     media_session_id: str = ""
     extendable: bool = True  # False once Google said FAILED_PRECONDITION (battery devices)
+    # Every Nest session Google gave and was not asked to stop yet: also one a regeneration
+    # got just as the stream was stopped, or one the publisher could not use.
+    granted: set[str] = field(default_factory=set)
 
 
 class WebRtcStreams(StreamLifecycle[WebRtcSession]):
@@ -81,6 +84,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
             await self._start(session)
         except (SdmError, _webrtc().PublisherError) as exc:
             self._sessions.pop(session.camera.id, None)
+            await self._stop_granted(session)
             raise Unavailable(f"could not start the WebRTC stream of camera "
                               f"{session.camera.name!r}: {_message(exc)}") from None
 
@@ -103,6 +107,8 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
 
     def _generator(self, session: WebRtcSession) -> Generate:
         async def take(results: dict[str, Any]) -> tuple[str, dt.datetime, str]:
+            if results.get("mediaSessionId"):
+                session.granted.add(str(results["mediaSessionId"]))
             try:
                 return (str(results["answerSdp"]), _parse_time(results["expiresAt"]),
                         str(results["mediaSessionId"]))
@@ -156,8 +162,11 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
 
     async def _extended(self, session: WebRtcSession, results: dict[str, Any]) -> None:
         session.expires_at = _parse_time(results["expiresAt"])
-        session.media_session_id = str(results.get("mediaSessionId")
-                                       or session.media_session_id)
+        renewed = str(results.get("mediaSessionId") or session.media_session_id)
+        if renewed != session.media_session_id:
+            session.granted.discard(session.media_session_id)
+            session.granted.add(renewed)
+            session.media_session_id = renewed
 
     async def _regenerate(self, session: WebRtcSession) -> None:
         """A new Nest session under the same RTSP publication: MediaMTX's path stays up."""
@@ -189,7 +198,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
             return
         loop = asyncio.get_running_loop()
         began = loop.time()
-        await self._stop_at_google(session, session.media_session_id)
+        await self._stop_granted(session)
         for attempt in range(RECOVERY_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(RECOVERY_BACKOFF * 2 ** (attempt - 1))
@@ -211,7 +220,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         publisher, session.publisher = session.publisher, None
         if publisher is not None:
             await publisher.stop()
-        await self._stop_at_google(session, session.media_session_id)
+        await self._stop_granted(session)
         try:
             await self._start(session)
         except (SdmError, _webrtc().PublisherError) as exc:
@@ -229,9 +238,15 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         publisher, session.publisher = session.publisher, None
         if publisher is not None:
             await publisher.stop()
+        await self._stop_granted(session)  # sessions the failed attempts got
         self._sessions.pop(session.camera.id, None)
 
+    async def _stop_granted(self, session: WebRtcSession) -> None:
+        for media_session_id in list(session.granted):
+            await self._stop_at_google(session, media_session_id)
+
     async def _stop_at_google(self, session: WebRtcSession, media_session_id: str) -> None:
+        session.granted.discard(media_session_id)  # asked once: `command` sees it through
         try:
             await self.command(session, STOP_WEBRTC, {"mediaSessionId": media_session_id},
                                STOP_WITHIN, ignore)
@@ -243,7 +258,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         publisher, session.publisher = session.publisher, None
         if publisher is not None:
             await publisher.stop()
-            await self._stop_at_google(session, session.media_session_id)
+        await self._stop_granted(session)
 
 
 def _parse_time(value: Any) -> dt.datetime:
