@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from ..errors import Unavailable
 from ..events import EventBus
-from ..modules.cameras import CameraRef, Cameras
+from ..modules.cameras import Cameras
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
@@ -95,6 +95,8 @@ class StoredSessions:
 class RtspStreams(StreamLifecycle[RtspSession]):
     """Generate, extend (lease holder), regenerate on failure, stop; hand over, resume."""
 
+    session_type = RtspSession
+
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
                  sdm: SdmClient, cameras: Cameras, start_timeout: float) -> None:
         super().__init__(bus, sdm, start_timeout)
@@ -111,12 +113,6 @@ class RtspStreams(StreamLifecycle[RtspSession]):
 
     def _keeps_alive(self) -> bool:
         return self._leads()
-
-    def _new_session(self, camera: CameraRef) -> RtspSession:
-        return RtspSession(camera)
-
-    def _alive(self, session: RtspSession) -> bool:
-        return session.alive()
 
     def _source_line(self, session: RtspSession) -> str:
         assert session.url is not None

@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class StreamSession:
+class StreamSession(abc.ABC):
     """One camera's session; a protocol part adds what its streams carry."""
 
     camera: CameraRef
@@ -60,6 +60,10 @@ class StreamSession:
     def expiry(self) -> str:
         return isoformat(self.expires_at or utcnow())
 
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """Whether the session is running now."""
+
 
 S = TypeVar("S", bound=StreamSession)
 
@@ -68,6 +72,7 @@ class StreamLifecycle(abc.ABC, Generic[S]):
     """One session per camera in demand; implements receiver.StreamSource for one protocol."""
 
     noun = "stream"  # what the log calls a session
+    session_type: type[S]
 
     def __init__(self, bus: EventBus, sdm: SdmClient, start_timeout: float) -> None:
         self._bus = bus
@@ -76,10 +81,6 @@ class StreamLifecycle(abc.ABC, Generic[S]):
         self._sessions: dict[int, S] = {}
 
     # -- what a protocol part fills in ------------------------------------------------------
-
-    @abc.abstractmethod
-    def _new_session(self, camera: CameraRef) -> S:
-        """A session not started yet."""
 
     @abc.abstractmethod
     async def _begin(self, session: S) -> None:
@@ -97,10 +98,6 @@ class StreamLifecycle(abc.ABC, Generic[S]):
     async def _end(self, session: S) -> None:
         """Tell Google the session is over and let go of what it holds (its lock held)."""
 
-    @abc.abstractmethod
-    def _alive(self, session: S) -> bool:
-        """Whether the session is running now."""
-
     def _keeps_alive(self) -> bool:
         """Whether this replica keeps its sessions alive."""
         return True
@@ -112,10 +109,12 @@ class StreamLifecycle(abc.ABC, Generic[S]):
     # -- the verbs -------------------------------------------------------------------------
 
     async def source_for(self, camera: CameraRef) -> str:
-        session = self._sessions.setdefault(camera.id, self._new_session(camera))
+        session = self._sessions.setdefault(camera.id, self.session_type(camera))
         session.camera, session.wanted = camera, True
         async with session.lock:
-            if self._sessions.get(camera.id) is not session:  # stopped while this waited
+            # Dropped while this waited: stopped (that demand has ended), or handed over or
+            # given up (taken back, unless another demand has a session of its own by now).
+            if not session.wanted or self._sessions.setdefault(camera.id, session) is not session:
                 raise Unavailable(f"the stream of camera {camera.name!r} was stopped while "
                                   "it started")
             await self._begin(session)
@@ -126,12 +125,12 @@ class StreamLifecycle(abc.ABC, Generic[S]):
     def is_live(self, camera_id: int) -> bool:
         """Whether this replica runs a session of the camera."""
         session = self._sessions.get(camera_id)
-        return session is not None and session.wanted and self._alive(session)
+        return session is not None and session.wanted and session.alive()
 
     @property
     def live(self) -> int:
         """Sessions this replica keeps alive."""
-        return sum(1 for s in self._sessions.values() if s.task is not None and self._alive(s))
+        return sum(1 for s in self._sessions.values() if s.task is not None and s.alive())
 
     async def stop(self, camera_id: int, why: str) -> None:
         """End a camera's session: its keep-alive, what Google was asked meanwhile, then Google."""

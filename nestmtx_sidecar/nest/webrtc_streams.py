@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import Unavailable
 from ..events import EventBus
-from ..modules.cameras import CameraRef
 from ..store import as_utc
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
 from .stream_lifecycle import STOP_WITHIN, StreamLifecycle, StreamSession, ignore
@@ -55,23 +54,21 @@ class WebRtcSession(StreamSession):
     # got just as the stream was stopped, or one the publisher could not use.
     granted: set[str] = field(default_factory=set)
 
+    def alive(self) -> bool:
+        return self.publisher is not None
+
 
 class WebRtcStreams(StreamLifecycle[WebRtcSession]):
     """One publisher per WebRTC camera in demand."""
 
     noun = "WebRTC stream"
+    session_type = WebRtcSession
 
     def __init__(self, bus: EventBus, sdm: SdmClient, rtsp_url: str, start_timeout: float,
                  silence_timeout: float = 10.0) -> None:
         super().__init__(bus, sdm, start_timeout)
         self._rtsp_url = rtsp_url.rstrip("/")
         self._silence_timeout = silence_timeout
-
-    def _new_session(self, camera: CameraRef) -> WebRtcSession:
-        return WebRtcSession(camera)
-
-    def _alive(self, session: WebRtcSession) -> bool:
-        return session.publisher is not None
 
     def _source_line(self, session: WebRtcSession) -> str:
         return "wait"  # the hook waits for MediaMTX to stop it
