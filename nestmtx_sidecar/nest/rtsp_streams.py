@@ -20,6 +20,7 @@ from ..events import EventBus
 from ..modules.cameras import Cameras
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions
+from .leadership import Leadership
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
 from .stream_lifecycle import STOP_WITHIN, StreamLifecycle, StreamSession, ignore
 
@@ -98,18 +99,19 @@ class RtspStreams(StreamLifecycle[RtspSession]):
     session_type = RtspSession
 
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
-                 sdm: SdmClient, cameras: Cameras, start_timeout: float) -> None:
+                 sdm: SdmClient, cameras: Cameras, start_timeout: float,
+                 leadership: Leadership) -> None:
         super().__init__(bus, sdm, start_timeout)
         self._redactor = redactor
         self._cameras = cameras
         self._stored = StoredSessions(store, box, redactor)
+        # Only the Nest leader extends; the others start and stop streams from the session
+        # state in the store.
+        self._leadership = leadership
         self._stopping = False
-        # Only the replica holding the Nest lease extends; the others start and stop streams
-        # from the session state in the store.
-        self.active = True
 
     def _leads(self) -> bool:
-        return self.active and not self._stopping
+        return self._leadership.held and not self._stopping
 
     def _keeps_alive(self) -> bool:
         return self._leads()

@@ -18,6 +18,7 @@ from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
 from ..store import Store
 from .device_events import DeviceEvents
+from .leadership import Leadership
 from .media import EventMedia
 from .media_routes import MediaRoutes
 from .media_store import MediaStore
@@ -45,20 +46,23 @@ class Nest:
     """Builds the parts from settings and wires them to the bus and the modules' listeners.
 
     Token refresh, device sync, stream extension and device events are singletons: they run
-    on the one replica holding `lease` (always this one on SQLite).
+    on the one replica holding `lease` (always this one on SQLite); each asks `leadership`.
     """
 
     def __init__(self, settings: Settings, store: Store, box: SecretBox, redactor: Redactor,
                  bus: EventBus, cameras: Cameras, credentials: Credentials,
                  auth: Auth, lease: Lease | None = None) -> None:
         self.http = httpx.AsyncClient(timeout=30.0)
-        self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri)
+        self.lease = lease or LocalLease("nest")
+        self.leadership = Leadership(self.lease)
+        self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri,
+                                  self.leadership)
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
         self.sync = DeviceSync(store, self.sdm, self.tokens, cameras,
                                settings.device_sync_interval)
         self.streams = NestStreams(
             bus, RtspStreams(store, box, redactor, bus, self.sdm, cameras,
-                             settings.stream_start_timeout),
+                             settings.stream_start_timeout, self.leadership),
             WebRtcStreams(bus, self.sdm, settings.mediamtx_rtsp_url,
                           settings.stream_start_timeout))
         self.media = EventMedia(
@@ -67,7 +71,7 @@ class Nest:
         self.device_events = DeviceEvents(
             store, bus, PubSubClient(settings.pubsub_api_url, self.tokens.access_token,
                                      self.http),
-            self.sync, self.tokens, self.media, settings.event_max_age)
+            self.sync, self.tokens, self.media, self.leadership, settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint),
                        *MediaRoutes(auth, self.media.store).routes,
@@ -78,8 +82,6 @@ class Nest:
         cameras.on_change(self.streams.on_camera_change)
         credentials.on_change(self._credentials_changed)
         self._tasks: list[asyncio.Task[Any]] = []
-        self.lease = lease or LocalLease("nest")
-        self.tokens.active = self.streams.rtsp.active = False  # until this replica holds the lease
 
     async def _credentials_changed(self, credential_id: int, change: str) -> None:
         if change == "deleted":
@@ -90,21 +92,21 @@ class Nest:
     async def start(self) -> None:
         await self.media.store.start()
         await self.tokens.start()  # every replica: the stored tokens, for its own SDM calls
-        self._tasks.append(asyncio.create_task(self.lease.run_while_held(self._lead)))
+        self._tasks.append(asyncio.create_task(self.leadership.run(self._lead,
+                                                                   self._step_down)))
 
     async def _lead(self) -> None:
-        """The singletons, while this replica holds the lease; handed over when it ends."""
-        self.tokens.active = self.streams.rtsp.active = self.device_events.active = True
-        try:
-            await self.tokens.start()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.sync.run_periodically())
-                group.create_task(self._adopt_periodically())
-        finally:
-            self.streams.rtsp.active = self.device_events.active = False
-            await self.device_events.stop_all()  # pulls end before another replica's start
-            await self.streams.hand_over()  # stop extending; the sessions stay in the store
-            await self.tokens.pause()
+        """The singletons, while this replica holds the lease."""
+        await self.tokens.adopt()  # refreshed here from now on, read afresh from the store
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.sync.run_periodically())
+            group.create_task(self._adopt_periodically())
+
+    async def _step_down(self) -> None:
+        """The lease is lost or given up: hand the singletons over."""
+        await self.device_events.stop_all()  # pulls end before another replica's start
+        await self.streams.hand_over()  # stop extending; the sessions stay in the store
+        await self.tokens.pause()
 
     async def _adopt_periodically(self) -> None:
         while True:
