@@ -22,7 +22,7 @@ from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions
 from .leadership import Leadership
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
-from .stream_lifecycle import STOP_WITHIN, StreamLifecycle, StreamSession, ignore
+from .stream_lifecycle import StreamLifecycle, StreamSession
 
 logger = logging.getLogger(__name__)
 
@@ -235,13 +235,8 @@ class RtspStreams(StreamLifecycle[RtspSession]):
     async def _end(self, session: RtspSession) -> None:
         """StopRtspStream once, while Google still knows the stream; the stored row goes."""
         if session.extension_token and session.seconds_left() > 0:
-            try:
-                await self.command(session, STOP_RTSP,
-                                   {"streamExtensionToken": session.extension_token},
-                                   STOP_WITHIN, ignore)
-            except SdmError as exc:
-                logger.warning("camera %d: StopRtspStream failed: %s", session.camera.id,
-                               exc.message)
+            await self._stop_command(session, STOP_RTSP,
+                                     {"streamExtensionToken": session.extension_token})
         await self._stored.delete(session.camera.id)
 
     async def stop_all(self, why: str) -> None:

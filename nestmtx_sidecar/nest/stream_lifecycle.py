@@ -26,7 +26,7 @@ from ..events import Event, EventBus, isoformat
 from ..hooks.camera_details import camera_details
 from ..modules.cameras import CameraRef
 from ..store import utcnow
-from .sdm import SdmClient
+from .sdm import SdmClient, SdmError
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,14 @@ class StreamLifecycle(abc.ABC, Generic[S]):
         future.add_done_callback(functools.partial(_finished, session.calls))
         return await asyncio.shield(future)
 
+    async def _stop_command(self, session: S, command: str, params: dict[str, Any]) -> None:
+        """A Stop*Stream command; a refusal is only logged (the stream expires anyway)."""
+        try:
+            await self.command(session, command, params, STOP_WITHIN, _ignore)
+        except SdmError as exc:
+            logger.warning("camera %d: %s failed: %s", session.camera.id,
+                           command.rsplit(".", 1)[-1], exc.message)
+
     # -- bus and module listeners ----------------------------------------------------------
 
     async def on_event(self, event: Event) -> None:
@@ -198,7 +206,7 @@ class StreamLifecycle(abc.ABC, Generic[S]):
                                       camera_details(camera.mtx_path, camera, **extra)))
 
 
-async def ignore(results: dict[str, Any]) -> None:
+async def _ignore(results: dict[str, Any]) -> None:
     """`take` for a command whose answer carries nothing (Stop*Stream)."""
 
 

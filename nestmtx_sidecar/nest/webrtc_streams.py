@@ -22,7 +22,7 @@ from ..errors import Unavailable
 from ..events import EventBus
 from ..store import as_utc
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
-from .stream_lifecycle import STOP_WITHIN, StreamLifecycle, StreamSession, ignore
+from .stream_lifecycle import StreamLifecycle, StreamSession
 
 if TYPE_CHECKING:
     from .webrtc import Answer, Failure, Generate, WebRtcPublisher
@@ -214,10 +214,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
 
     async def _restart(self, session: WebRtcSession, failure: Failure) -> None:
         """Stop everything and start again; on failure, leave it to the next demand."""
-        publisher, session.publisher = session.publisher, None
-        if publisher is not None:
-            await publisher.stop()
-        await self._stop_granted(session)
+        await self._end(session)
         try:
             await self._start(session)
         except (SdmError, _webrtc().PublisherError) as exc:
@@ -232,10 +229,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         """The publication ends; the next demand tries again."""
         logger.error("camera %d (%s): WebRTC stream ended; the next demand will try again",
                      session.camera.id, session.camera.name)
-        publisher, session.publisher = session.publisher, None
-        if publisher is not None:
-            await publisher.stop()
-        await self._stop_granted(session)  # sessions the failed attempts got
+        await self._end(session)  # also the Nest sessions the failed attempts got
         self._sessions.pop(session.camera.id, None)
 
     async def _stop_granted(self, session: WebRtcSession) -> None:
@@ -244,14 +238,10 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
 
     async def _stop_at_google(self, session: WebRtcSession, media_session_id: str) -> None:
         session.granted.discard(media_session_id)  # asked once: `command` sees it through
-        try:
-            await self.command(session, STOP_WEBRTC, {"mediaSessionId": media_session_id},
-                               STOP_WITHIN, ignore)
-        except SdmError as exc:
-            logger.warning("camera %d: StopWebRtcStream failed: %s", session.camera.id,
-                           exc.message)
+        await self._stop_command(session, STOP_WEBRTC, {"mediaSessionId": media_session_id})
 
     async def _end(self, session: WebRtcSession) -> None:
+        """The publisher and every Nest session Google gave."""
         publisher, session.publisher = session.publisher, None
         if publisher is not None:
             await publisher.stop()
