@@ -142,7 +142,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
             session.generation += 1
             await self._renewed(session, results)
 
-        await self.command(session, GENERATE_RTSP, {}, self._start_timeout, take)
+        await self._command(session, GENERATE_RTSP, {}, self._start_timeout, take)
         logger.info("camera %d (%s): stream %d generated, expires at %s", session.camera.id,
                     session.camera.name, session.generation, session.expiry)
 
@@ -191,7 +191,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
                 async with session.lock:
                     if session.generation != generation:
                         return True  # regenerated on demand in the meantime
-                    await self.command(session, EXTEND_RTSP,
+                    await self._command(session, EXTEND_RTSP,
                                        {"streamExtensionToken": session.extension_token},
                                        budget, lambda results: self._renewed(session, results))
             except SdmError as exc:

@@ -5,7 +5,7 @@ expiry, recover, stop with Google, hand over.
 (rtsp_streams.RtspStreams, webrtc_streams.WebRtcStreams) fills in how a session starts, how
 it is kept alive and how it ends, as python-socketio's managers fill in a transport.
 
-Every Google command of a session goes through `command`: it runs to its answer even when
+Every Google command of a session goes through `_command`: it runs to its answer even when
 the task that sent it is cancelled, and `stop`/`hand_over` wait for it, so a stream Google
 generated or extended while a stop was on its way is still stopped (or stored).
 """
@@ -156,7 +156,7 @@ class StreamLifecycle(abc.ABC, Generic[S]):
             await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*session.calls, return_exceptions=True)
 
-    async def command(self, session: S, command: str, params: dict[str, Any], within: float,
+    async def _command(self, session: S, command: str, params: dict[str, Any], within: float,
                       take: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
         """Send a command for the session; `take` handles Google's answer even when the
         caller is cancelled meanwhile (see the module's doc)."""
@@ -175,7 +175,7 @@ class StreamLifecycle(abc.ABC, Generic[S]):
     async def _stop_command(self, session: S, command: str, params: dict[str, Any]) -> None:
         """A Stop*Stream command; a refusal is only logged (the stream expires anyway)."""
         try:
-            await self.command(session, command, params, STOP_WITHIN, _ignore)
+            await self._command(session, command, params, STOP_WITHIN, _ignore)
         except SdmError as exc:
             logger.warning("camera %d: %s failed: %s", session.camera.id,
                            command.rsplit(".", 1)[-1], exc.message)

@@ -114,7 +114,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
                                      "expiresAt or mediaSessionId") from None
 
         async def generate(offer_sdp: str) -> tuple[str, dt.datetime, str]:
-            return await self.command(session, GENERATE_WEBRTC, {"offerSdp": offer_sdp},
+            return await self._command(session, GENERATE_WEBRTC, {"offerSdp": offer_sdp},
                                       self._start_timeout, take)
         return generate
 
@@ -143,7 +143,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
     async def _renew(self, session: WebRtcSession) -> None:
         if session.extendable:
             try:
-                await self.command(session, EXTEND_WEBRTC,
+                await self._command(session, EXTEND_WEBRTC,
                                    {"mediaSessionId": session.media_session_id},
                                    max(0.1, session.seconds_left()),
                                    lambda results: self._extended(session, results))
@@ -237,7 +237,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
             await self._stop_at_google(session, media_session_id)
 
     async def _stop_at_google(self, session: WebRtcSession, media_session_id: str) -> None:
-        session.granted.discard(media_session_id)  # asked once: `command` sees it through
+        session.granted.discard(media_session_id)  # asked once: `_command` sees it through
         await self._stop_command(session, STOP_WEBRTC, {"mediaSessionId": media_session_id})
 
     async def _end(self, session: WebRtcSession) -> None:
