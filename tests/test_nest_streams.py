@@ -26,7 +26,7 @@ from tests.nest_support import (
     nest_sidecar,
     rtsp_camera,
 )
-from tests.services import create_database, free_port, require_binary
+from tests.services import create_database, free_port, require_binary, wait_until
 
 
 @contextlib.asynccontextmanager
@@ -148,6 +148,27 @@ async def test_stream_lifecycle_through_the_demand_hook(tmp_path, store, request
             calls = len(google.calls)
             await asyncio.sleep(4.5)  # a whole stream lifetime: no timer may still be armed
             assert len(google.calls) == calls
+
+
+async def test_a_stop_while_an_extension_is_answered_stops_the_extended_stream(tmp_path):
+    google = FakeGoogle(stream_lifetime=3.0)
+    async with google.serve(), cameras_ready(tmp_path, google) as (
+            running, _events, client, ids):
+        held = google.hold("ExtendRtspStream")
+        assert (await _source(running, client, "cam0")).status_code == 200
+        async with asyncio.timeout(10):
+            await held.reached.wait()  # Google has extended; its answer is on its way
+        mediamtx = MediaMTX(hook_settings(), {
+            "PATH": "/usr/local/bin:/usr/bin:/bin", "NESTMTX_URL": running.url,
+            "NESTMTX_HOOK_SECRET": running.hook_secret})
+        assert (await mediamtx.run("unDemand", "cam0")).returncode == 0
+        streams = running.sidecar.nest.streams
+        await wait_until(lambda: not streams.is_live(ids[0]))  # the stop has begun
+        held.release()
+        await running.sidecar.bus.drain()
+        # The extended stream was stopped, with the token of Google's late answer.
+        assert [c.status for c in google.calls if c.endpoint == "StopRtspStream"] == [200]
+        assert all(stream.stopped for stream in google.streams.values())
 
 
 async def test_concurrent_demand_never_breaches_quotas(tmp_path):

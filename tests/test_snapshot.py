@@ -69,7 +69,7 @@ async def test_live_rtsp_camera_snapshot_is_a_jpeg(tmp_path: Path) -> None:
                 missing = await client.get(f"/api/cameras/{unknown}/snapshot")
                 assert missing.status_code == 404 and "error" in missing.json()
 
-            await running.sidecar.nest.streams.stop_stream(item["id"], "test")
+            await running.sidecar.nest.streams.stop(item["id"], "test")
             assert_not_live(await client.get(url))
 
 
@@ -82,7 +82,7 @@ async def test_live_webrtc_camera_snapshot_is_its_last_keyframe(clip: Clip,
         assert_not_live(await rig.client.get(url))
 
         hook = await rig.mediamtx.start("demand", PATH)
-        webrtc = rig.running.sidecar.nest.webrtc
+        webrtc = rig.running.sidecar.nest.streams.webrtc
         await wait_until(lambda: webrtc.keyframe(item["id"]) is not None, seconds=20)
         first = decoded_size(await rig.client.get(url))
         assert first == (640, 360)  # make_clip's size

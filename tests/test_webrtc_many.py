@@ -76,7 +76,7 @@ async def test_four_cameras_at_once_lose_no_frame(clip: Clip, tmp_path: Path) ->
             for receiver in receivers:
                 await finished(receiver)
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             for peer in peers:
                 await peer.close()
         assert google.count("GenerateWebRtcStream") == CAMERAS

@@ -19,6 +19,7 @@ from nestmtx_sidecar.nest.sdm import SdmClient
 from nestmtx_sidecar.nest.webrtc_streams import WebRtcStreams
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError
+from tests.services import wait_until
 from tests.test_webrtc import clip, clip_path, finished, loopback_ice, rtsp_receiver
 
 __all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
@@ -94,7 +95,7 @@ async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Pa
             await bus.drain()
             await finished(receiver)  # the publication ended with the demand
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             await peer.close()
         assert google.count("GenerateWebRtcStream") == 3
         assert google.count("ExtendWebRtcStream") == 1
@@ -126,7 +127,7 @@ async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
             await bus.drain()
             await finished(receiver)  # the publication ended with the demand
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             await peer.close()
         assert google.count("GenerateWebRtcStream") == 1
         assert google.count("StopWebRtcStream") == 1
@@ -162,6 +163,34 @@ async def test_recovery_gives_up_after_three_refusals_and_the_next_demand_starts
                 await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
                 await finished(again)
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             await peer.close()
         assert google.count("GenerateWebRtcStream") == 1 + 3 + 1
+
+
+async def test_a_stop_while_a_regeneration_is_answered_stops_the_new_session_too(
+        clip: Clip, tmp_path: Path) -> None:
+    # The soak's one session never stopped: Google generated it as demand ended, and its
+    # answer arrived after the stop had begun.
+    bus = EventBus()
+    peer = FakeNestWebRtc(clip, battery=True, lifetime=3.0)
+    async with (httpx.AsyncClient() as http,
+                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
+                _google(peer) as google):
+        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
+        try:
+            await streams.source_for(CAMERA)
+            held = google.hold("GenerateWebRtcStream")  # the battery device's regeneration
+            async with asyncio.timeout(15):
+                await held.reached.wait()
+            stopping = asyncio.create_task(streams.stop(CAMERA.id, "no more demand"))
+            await wait_until(lambda: not streams.is_live(CAMERA.id))  # the stop has begun
+            held.release()
+            await stopping
+            assert len(peer.sessions) == 2  # the first, and the one Google had generated
+            assert [s.stopped for s in peer.sessions.values()] == [True, True]
+            assert google.count("StopWebRtcStream", status=200) == 2
+            await finished(receiver)
+        finally:
+            await streams.stop_all("shutting down")
+            await peer.close()

@@ -136,7 +136,7 @@ async def soak(clip: Clip, workdir: Path, seconds: float, lifetime: float = 20.0
             for receiver in receivers:
                 await finished(receiver)
         finally:
-            await streams.close()
+            await streams.stop_all("shutting down")
             sessions = [s for peer in peers.values() for s in peer.sessions.values()]
             result.all_sessions_stopped = all(s.stopped for s in sessions)
             for peer in peers.values():

@@ -24,6 +24,7 @@ from ..events import Event, EventBus
 from ..modules.credentials import NO_EVENTS_WARNING, pubsub_names
 from ..storage.store import Store, cameras, credentials, utcnow
 from .event_ledger import EventLedger
+from .leadership import Leadership
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
 from .oauth import TokenKeeper
 from .pubsub import PubSubClient, Received
@@ -68,7 +69,7 @@ class _Loop:
 
 class DeviceEvents:
     def __init__(self, store: Store, bus: EventBus, pubsub: PubSubClient, sync: DeviceSync,
-                 keeper: TokenKeeper, media: EventMedia, max_age: float,
+                 keeper: TokenKeeper, media: EventMedia, leadership: Leadership, max_age: float,
                  retry_initial: float = 1.0, retry_max: float = 300.0) -> None:
         self._store = store
         self._bus = bus
@@ -83,13 +84,13 @@ class DeviceEvents:
         self._loops: dict[int, _Loop] = {}
         self._logged: set[str] = set()
         self._adopting = asyncio.Lock()
-        self.active = False  # True on the lease holder only
+        self._leadership = leadership  # loops run on the Nest leader only
 
     # -- which loops run -------------------------------------------------------------------
 
     async def adopt(self) -> None:
         """Start, restart or stop loops to match the store (changes made on any replica)."""
-        if not self.active:
+        if not self._leadership.held:
             return
         async with self._adopting:  # the periodic run and a change's may meet
             await self._adopt()

@@ -27,6 +27,7 @@ from ..modules.credentials import Consent, Credentials
 from ..security import Redactor, SecretBox
 from ..storage.store import Store, as_utc, credentials, utcnow
 from .json_body import json_object
+from .leadership import Leadership
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class TokenKeeper:
     """
 
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
-                 token_uri: str, retry_initial: float = 1.0, retry_max: float = 60.0) -> None:
+                 token_uri: str, leadership: Leadership, retry_initial: float = 1.0,
+                 retry_max: float = 60.0) -> None:
         self._store = store
         self._box = box
         self._redactor = redactor
@@ -133,8 +135,8 @@ class TokenKeeper:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self._accounts: dict[int, _Account] = {}
-        # False on replicas not holding the Nest lease: they use the tokens the holder stores.
-        self.active = True
+        # Only the Nest leader refreshes: the others use the tokens it stores.
+        self._leadership = leadership
         self._http = httpx.Client(timeout=30.0)
         self._request = HttpxRequest(self._http)
 
@@ -164,7 +166,7 @@ class TokenKeeper:
 
     async def access_token(self, credential_id: int) -> str:
         account = self._accounts.get(credential_id)
-        if not self.active and (account is None or account.seconds_left() <= 0):
+        if not self._leadership.held and (account is None or account.seconds_left() <= 0):
             await self.load(credential_id)  # the lease holder refreshed it into the store
             account = self._accounts.get(credential_id)
         if account is None or account.seconds_left() <= 0:
@@ -204,13 +206,12 @@ class TokenKeeper:
         )
         replaced, self._accounts[credential_id] = self._accounts.get(credential_id), account
         await _stop_refreshing(replaced)
-        if row.auth_error == INVALID_GRANT_MESSAGE or not self.active:
+        if row.auth_error == INVALID_GRANT_MESSAGE or not self._leadership.held:
             return  # pointless until the user re-authorizes / the lease holder refreshes
         account.task = asyncio.create_task(self._keep_fresh(account))
 
     async def pause(self) -> None:
         """The lease moved away: stop refreshing, keep the tokens for SDM calls."""
-        self.active = False
         tasks = [a.task for a in self._accounts.values() if a.task is not None]
         for task in tasks:
             task.cancel()

@@ -18,14 +18,16 @@ from ..security import Redactor, SecretBox
 from ..storage.lease import Lease, LocalLease
 from ..storage.store import Store
 from .device_events import DeviceEvents
+from .leadership import Leadership
 from .media import EventMedia
 from .media_routes import MediaRoutes
 from .media_store import MediaStore
 from .oauth import ConsentCallback, TokenKeeper
 from .pubsub import PubSubClient
+from .rtsp_streams import RtspStreams
 from .sdm import SdmClient
 from .snapshot import Snapshots
-from .streams import StreamSupervisor
+from .streams import NestStreams
 from .sync import DeviceSync
 from .webrtc_streams import WebRtcStreams
 
@@ -44,69 +46,67 @@ class Nest:
     """Builds the parts from settings and wires them to the bus and the modules' listeners.
 
     Token refresh, device sync, stream extension and device events are singletons: they run
-    on the one replica holding `lease` (always this one on SQLite).
+    on the one replica holding `lease` (always this one on SQLite); each asks `leadership`.
     """
 
     def __init__(self, settings: Settings, store: Store, box: SecretBox, redactor: Redactor,
                  bus: EventBus, cameras: Cameras, credentials: Credentials,
                  auth: Auth, lease: Lease | None = None) -> None:
         self.http = httpx.AsyncClient(timeout=30.0)
-        self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri)
+        self.lease = lease or LocalLease("nest")
+        self.leadership = Leadership(self.lease)
+        self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri,
+                                  self.leadership)
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
         self.sync = DeviceSync(store, self.sdm, self.tokens, cameras,
                                settings.device_sync_interval)
-        self.webrtc = WebRtcStreams(bus, self.sdm, settings.mediamtx_rtsp_url,
-                                    settings.stream_start_timeout)
-        self.streams = StreamSupervisor(store, box, redactor, bus, self.sdm, cameras,
-                                        settings.stream_start_timeout, self.webrtc)
+        self.streams = NestStreams(
+            bus, RtspStreams(store, box, redactor, bus, self.sdm, cameras,
+                             settings.stream_start_timeout, self.leadership),
+            WebRtcStreams(bus, self.sdm, settings.mediamtx_rtsp_url,
+                          settings.stream_start_timeout))
         self.media = EventMedia(
             MediaStore(settings.data_dir / "media", settings.media_max_mb * 1024 * 1024),
             self.sdm, self.tokens.access_token, self.http, MEDIA_WAIT_SECONDS)
         self.device_events = DeviceEvents(
             store, bus, PubSubClient(settings.pubsub_api_url, self.tokens.access_token,
                                      self.http),
-            self.sync, self.tokens, self.media, settings.event_max_age)
+            self.sync, self.tokens, self.media, self.leadership, settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint),
                        *MediaRoutes(auth, self.media.store).routes,
-                       *Snapshots(auth, cameras, self.streams, self.webrtc,
-                                  settings.mediamtx_rtsp_url).routes]
+                       *Snapshots(auth, cameras, self.streams, settings.mediamtx_rtsp_url).routes]
         bus.subscribe(self.streams.on_event)
-        bus.subscribe(self.webrtc.on_event)
         bus.subscribe(self.sync.on_event)
         bus.subscribe(self.device_events.on_event)
         cameras.on_change(self.streams.on_camera_change)
-        cameras.on_change(self.webrtc.on_camera_change)
         credentials.on_change(self._credentials_changed)
         self._tasks: list[asyncio.Task[Any]] = []
-        self.lease = lease or LocalLease("nest")
-        self.tokens.active = self.streams.active = False  # until this replica holds the lease
 
     async def _credentials_changed(self, credential_id: int, change: str) -> None:
         if change == "deleted":
             await self.streams.on_credential_deleted(credential_id)  # needs the token: first
-            await self.webrtc.on_credential_deleted(credential_id)
         await self.tokens.on_credentials_change(credential_id, change)
         await self.device_events.on_credentials_change(credential_id, change)
 
     async def start(self) -> None:
         await self.media.store.start()
         await self.tokens.start()  # every replica: the stored tokens, for its own SDM calls
-        self._tasks.append(asyncio.create_task(self.lease.run_while_held(self._lead)))
+        self._tasks.append(asyncio.create_task(self.leadership.run(self._lead,
+                                                                   self._step_down)))
 
     async def _lead(self) -> None:
-        """The singletons, while this replica holds the lease; handed over when it ends."""
-        self.tokens.active = self.streams.active = self.device_events.active = True
-        try:
-            await self.tokens.start()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.sync.run_periodically())
-                group.create_task(self._adopt_periodically())
-        finally:
-            self.streams.active = self.device_events.active = False
-            await self.device_events.stop_all()  # pulls end before another replica's start
-            await self.streams.close()  # stop extending; the sessions stay in the store
-            await self.tokens.pause()
+        """The singletons, while this replica holds the lease."""
+        await self.tokens.adopt()  # refreshed here from now on, read afresh from the store
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.sync.run_periodically())
+            group.create_task(self._adopt_periodically())
+
+    async def _step_down(self) -> None:
+        """The lease is lost or given up: hand the singletons over."""
+        await self.device_events.stop_all()  # pulls end before another replica's start
+        await self.streams.hand_over()  # stop extending; the sessions stay in the store
+        await self.tokens.pause()
 
     async def _adopt_periodically(self) -> None:
         while True:
@@ -118,13 +118,16 @@ class Nest:
     async def stop(self) -> None:
         """Shutdown: end this replica's Nest streams with Google, then hand the lease over."""
         try:
-            await asyncio.wait_for(self.streams.stop_all("shutting down"), SHUTDOWN_STOP_SECONDS)
+            await asyncio.wait_for(self.streams.rtsp.stop_all("shutting down"),
+                                   SHUTDOWN_STOP_SECONDS)
         except TimeoutError:
             logger.warning("stopping Nest streams took longer than %.0f s; left to expire",
                            SHUTDOWN_STOP_SECONDS)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.webrtc.close()  # before the tokens: StopWebRtcStream needs one
+        # A peer connection cannot outlive the process, so these stop in full; before the
+        # tokens: StopWebRtcStream needs one.
+        await self.streams.webrtc.stop_all("shutting down")
         await self.tokens.stop()
         await self.http.aclose()

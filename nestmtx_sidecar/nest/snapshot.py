@@ -23,8 +23,7 @@ from ..modules import MAX_ID
 from ..modules.auth import Auth
 from ..modules.cameras import CameraRef, Cameras
 from ..security import safe_url
-from .streams import StreamSupervisor
-from .webrtc_streams import WebRtcStreams
+from .streams import NestStreams
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +88,11 @@ async def rtsp_jpeg(url: str, seconds: float = RTSP_SECONDS) -> bytes:
 class Snapshots:
     """The snapshot route: a camera's live picture, for a caller with a bearer token."""
 
-    def __init__(self, auth: Auth, cameras: Cameras, streams: StreamSupervisor,
-                 webrtc: WebRtcStreams, rtsp_url: str) -> None:
+    def __init__(self, auth: Auth, cameras: Cameras, streams: NestStreams, rtsp_url: str
+                 ) -> None:
         self._auth = auth
         self._cameras = cameras
         self._streams = streams
-        self._webrtc = webrtc
         self._rtsp_url = rtsp_url.rstrip("/")
         self._slots = asyncio.Semaphore(CONCURRENT)
 
@@ -125,7 +123,7 @@ class Snapshots:
             if not self._streams.is_live(camera.id):
                 raise _not_live(camera)
             return await rtsp_jpeg(f"{self._rtsp_url}/{camera.mtx_path}")
-        keyframe = self._webrtc.keyframe(camera.id)
+        keyframe = self._streams.keyframe(camera.id)
         if keyframe is None:
             raise _not_live(camera)
         try:

@@ -12,7 +12,6 @@ demand ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -20,12 +19,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Unavailable
-from ..events import Event, EventBus, isoformat
-from ..hooks.camera_details import camera_details
-from ..modules.cameras import CameraRef
-from ..storage.store import as_utc, utcnow
+from ..events import EventBus
+from ..storage.store import as_utc
 from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
-from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN
+from .stream_lifecycle import StreamLifecycle, StreamSession
 
 if TYPE_CHECKING:
     from .webrtc import Answer, Failure, Generate, WebRtcPublisher
@@ -49,88 +46,85 @@ STOP_WEBRTC = COMMAND_PREFIX + "StopWebRtcStream"
 
 
 @dataclass
-class _Session:
-    camera: CameraRef
+class WebRtcSession(StreamSession):
     publisher: WebRtcPublisher | None = None
     media_session_id: str = ""
-    expires_at: dt.datetime = field(default_factory=utcnow)
-    lifetime: float = 300.0
     extendable: bool = True  # False once Google said FAILED_PRECONDITION (battery devices)
-    task: asyncio.Task[None] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Every Nest session Google gave and was not asked to stop yet: also one a regeneration
+    # got just as the stream was stopped, or one the publisher could not use.
+    granted: set[str] = field(default_factory=set)
 
-    def seconds_left(self) -> float:
-        return (self.expires_at - utcnow()).total_seconds()
-
-    @property
-    def margin(self) -> float:
-        return min(MARGIN_MAX, self.lifetime * MARGIN_FRACTION)
+    def alive(self) -> bool:
+        return self.publisher is not None
 
 
-class WebRtcStreams:
-    """One publisher per WebRTC camera in demand; implements receiver.StreamSource."""
+class WebRtcStreams(StreamLifecycle[WebRtcSession]):
+    """One publisher per WebRTC camera in demand."""
+
+    noun = "WebRTC stream"
+    session_type = WebRtcSession
 
     def __init__(self, bus: EventBus, sdm: SdmClient, rtsp_url: str, start_timeout: float,
                  silence_timeout: float = 10.0) -> None:
-        self._bus = bus
-        self._sdm = sdm
+        super().__init__(bus, sdm, start_timeout)
         self._rtsp_url = rtsp_url.rstrip("/")
-        self._start_timeout = start_timeout
         self._silence_timeout = silence_timeout
-        self._sessions: dict[int, _Session] = {}
 
-    async def source_for(self, camera: CameraRef) -> str:
-        """Start publishing the camera (once); the hook then waits for MediaMTX to stop it."""
-        session = self._sessions.setdefault(camera.id, _Session(camera))
-        session.camera = camera
-        async with session.lock:
-            if session.publisher is None:
-                try:
-                    await self._start(session)
-                except (SdmError, _webrtc().PublisherError) as exc:
-                    self._sessions.pop(camera.id, None)
-                    raise Unavailable(f"could not start the WebRTC stream of camera "
-                                      f"{camera.name!r}: {_message(exc)}") from None
-        if session.task is None or session.task.done():
-            session.task = asyncio.create_task(self._supervise(session))
-        return "wait"
+    def _source_line(self, session: WebRtcSession) -> str:
+        return "wait"  # the hook waits for MediaMTX to stop it
+
+    async def _begin(self, session: WebRtcSession) -> None:
+        """Start publishing the camera (once)."""
+        if session.publisher is not None:
+            return
+        try:
+            await self._start(session)
+        except (SdmError, _webrtc().PublisherError) as exc:
+            self._sessions.pop(session.camera.id, None)
+            await self._stop_granted(session)
+            raise Unavailable(f"could not start the WebRTC stream of camera "
+                              f"{session.camera.name!r}: {_message(exc)}") from None
 
     def keyframe(self, camera_id: int) -> tuple[bytes, bytes] | None:
         """The camera's last published keyframe and its SPS/PPS; None when it is not live."""
         session = self._sessions.get(camera_id)
         return session.publisher.keyframe if session and session.publisher else None
 
-    async def _start(self, session: _Session) -> None:
+    async def _start(self, session: WebRtcSession) -> None:
         publisher = _webrtc().WebRtcPublisher(
             f"{self._rtsp_url}/{session.camera.mtx_path}", audio=session.camera.audio,
             silence_timeout=self._silence_timeout, start_timeout=self._start_timeout)
         try:
-            answer = await publisher.start(self._generator(session.camera))
+            answer = await publisher.start(self._generator(session))
         except BaseException:
             await publisher.stop()
             raise
         session.publisher = publisher
         self._took(session, answer)
 
-    def _generator(self, camera: CameraRef) -> Generate:
-        async def generate(offer_sdp: str) -> tuple[str, dt.datetime, str]:
-            results = await self._sdm.execute(camera.credential_id, camera.uid, GENERATE_WEBRTC,
-                                              {"offerSdp": offer_sdp}, within=self._start_timeout)
+    def _generator(self, session: WebRtcSession) -> Generate:
+        async def take(results: dict[str, Any]) -> tuple[str, dt.datetime, str]:
+            if results.get("mediaSessionId"):
+                session.granted.add(str(results["mediaSessionId"]))
             try:
                 return (str(results["answerSdp"]), _parse_time(results["expiresAt"]),
                         str(results["mediaSessionId"]))
             except (KeyError, ValueError):
                 raise SdmUnavailable("GenerateWebRtcStream answered without answerSdp, "
                                      "expiresAt or mediaSessionId") from None
+
+        async def generate(offer_sdp: str) -> tuple[str, dt.datetime, str]:
+            return await self._command(session, GENERATE_WEBRTC, {"offerSdp": offer_sdp},
+                                      self._start_timeout, take)
         return generate
 
-    def _took(self, session: _Session, answer: Answer) -> None:
+    def _took(self, session: WebRtcSession, answer: Answer) -> None:
         session.media_session_id, session.expires_at = answer.media_session_id, answer.expires_at
         session.lifetime = max(1.0, session.seconds_left())
         logger.info("camera %d (%s): WebRTC session started, expires at %s", session.camera.id,
-                    session.camera.name, isoformat(session.expires_at))
+                    session.camera.name, session.expiry)
 
-    async def _supervise(self, session: _Session) -> None:
+    async def _keep_alive(self, session: WebRtcSession) -> None:
         """Renew before each expiry; restart on failure or silence; until demand ends."""
         while session.publisher is not None:
             publisher = session.publisher
@@ -146,18 +140,14 @@ class WebRtcStreams:
             async with session.lock:
                 await self._recover(session, failure.result())
 
-    async def _renew(self, session: _Session) -> None:
-        camera = session.camera
+    async def _renew(self, session: WebRtcSession) -> None:
         if session.extendable:
             try:
-                results = await self._sdm.execute(
-                    camera.credential_id, camera.uid, EXTEND_WEBRTC,
-                    {"mediaSessionId": session.media_session_id},
-                    within=max(0.1, session.seconds_left()))
-                session.expires_at = _parse_time(results["expiresAt"])
-                session.media_session_id = str(results.get("mediaSessionId")
-                                               or session.media_session_id)
-                await self._publish(session, "extended", expiresAt=isoformat(session.expires_at))
+                await self._command(session, EXTEND_WEBRTC,
+                                   {"mediaSessionId": session.media_session_id},
+                                   max(0.1, session.seconds_left()),
+                                   lambda results: self._extended(session, results))
+                await self._publish(session, "extended", expiresAt=session.expiry)
                 return
             except (SdmError, KeyError, ValueError) as exc:
                 # Battery devices never extend: from now on go straight to a new session.
@@ -167,21 +157,28 @@ class WebRtcStreams:
                                     reason=reason, regenerating=True)
         await self._regenerate(session)
 
-    async def _regenerate(self, session: _Session) -> None:
+    async def _extended(self, session: WebRtcSession, results: dict[str, Any]) -> None:
+        session.expires_at = _parse_time(results["expiresAt"])
+        renewed = str(results.get("mediaSessionId") or session.media_session_id)
+        if renewed != session.media_session_id:
+            session.granted.discard(session.media_session_id)
+            session.granted.add(renewed)
+            session.media_session_id = renewed
+
+    async def _regenerate(self, session: WebRtcSession) -> None:
         """A new Nest session under the same RTSP publication: MediaMTX's path stays up."""
         assert session.publisher is not None
         old = session.media_session_id
         try:
-            answer = await session.publisher.regenerate(self._generator(session.camera))
+            answer = await session.publisher.regenerate(self._generator(session))
         except (SdmError, _webrtc().PublisherError) as exc:
             await self._recover(session, _webrtc().Failure("regeneration-failed", _message(exc)))
             return
         self._took(session, answer)
-        await self._stop_at_google(session.camera, old)
-        await self._publish(session, "extended", expiresAt=isoformat(session.expires_at),
-                            regenerated=True)
+        await self._stop_at_google(session, old)
+        await self._publish(session, "extended", expiresAt=session.expiry, regenerated=True)
 
-    async def _recover(self, session: _Session, failure: Failure) -> None:
+    async def _recover(self, session: WebRtcSession, failure: Failure) -> None:
         """A new Nest session under the same RTSP publication, so MediaMTX's readers stay.
 
         `camera:stalled {reason, error}` when it starts, `camera:recovered {reason, outage,
@@ -198,12 +195,12 @@ class WebRtcStreams:
             return
         loop = asyncio.get_running_loop()
         began = loop.time()
-        await self._stop_at_google(camera, session.media_session_id)
+        await self._stop_granted(session)
         for attempt in range(RECOVERY_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(RECOVERY_BACKOFF * 2 ** (attempt - 1))
             try:
-                answer = await publisher.recover(self._generator(camera))
+                answer = await publisher.recover(self._generator(session))
             except (SdmError, _webrtc().PublisherError) as exc:
                 logger.error("camera %d (%s): new WebRTC session %d of %d failed: %s",
                              camera.id, camera.name, attempt + 1, RECOVERY_ATTEMPTS,
@@ -211,17 +208,13 @@ class WebRtcStreams:
                 continue
             self._took(session, answer)
             await self._publish(session, "recovered", reason=failure.reason,
-                                outage=round(loop.time() - began, 2),
-                                expiresAt=isoformat(session.expires_at))
+                                outage=round(loop.time() - began, 2), expiresAt=session.expiry)
             return
         await self._give_up(session)
 
-    async def _restart(self, session: _Session, failure: Failure) -> None:
+    async def _restart(self, session: WebRtcSession, failure: Failure) -> None:
         """Stop everything and start again; on failure, leave it to the next demand."""
-        publisher, session.publisher = session.publisher, None
-        if publisher is not None:
-            await publisher.stop()
-        await self._stop_at_google(session.camera, session.media_session_id)
+        await self._end(session)
         try:
             await self._start(session)
         except (SdmError, _webrtc().PublisherError) as exc:
@@ -230,64 +223,29 @@ class WebRtcStreams:
             await self._give_up(session)
             return
         await self._publish(session, "recovered", reason=failure.reason,
-                            expiresAt=isoformat(session.expires_at), republished=True)
+                            expiresAt=session.expiry, republished=True)
 
-    async def _give_up(self, session: _Session) -> None:
+    async def _give_up(self, session: WebRtcSession) -> None:
         """The publication ends; the next demand tries again."""
         logger.error("camera %d (%s): WebRTC stream ended; the next demand will try again",
                      session.camera.id, session.camera.name)
+        await self._end(session)  # also the Nest sessions the failed attempts got
+        self._sessions.pop(session.camera.id, None)
+
+    async def _stop_granted(self, session: WebRtcSession) -> None:
+        for media_session_id in list(session.granted):
+            await self._stop_at_google(session, media_session_id)
+
+    async def _stop_at_google(self, session: WebRtcSession, media_session_id: str) -> None:
+        session.granted.discard(media_session_id)  # asked once: `_command` sees it through
+        await self._stop_command(session, STOP_WEBRTC, {"mediaSessionId": media_session_id})
+
+    async def _end(self, session: WebRtcSession) -> None:
+        """The publisher and every Nest session Google gave."""
         publisher, session.publisher = session.publisher, None
         if publisher is not None:
             await publisher.stop()
-        self._sessions.pop(session.camera.id, None)
-
-    async def _stop_at_google(self, camera: CameraRef, media_session_id: str) -> None:
-        try:
-            await self._sdm.execute(camera.credential_id, camera.uid, STOP_WEBRTC,
-                                    {"mediaSessionId": media_session_id}, within=STOP_WITHIN)
-        except SdmError as exc:
-            logger.warning("camera %d: StopWebRtcStream failed: %s", camera.id, exc.message)
-
-    async def _publish(self, session: _Session, event: str, **extra: Any) -> None:
-        await self._bus.publish(Event("camera", event, session.camera.id,
-                                      camera_details(session.camera.mtx_path, session.camera,
-                                                     **extra)))
-
-    async def stop(self, camera_id: int, why: str) -> None:
-        session = self._sessions.pop(camera_id, None)
-        if session is None:
-            return
-        if session.task is not None and session.task is not asyncio.current_task():
-            session.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session.task
-        async with session.lock:
-            publisher, session.publisher = session.publisher, None
-            if publisher is not None:
-                await publisher.stop()
-                await self._stop_at_google(session.camera, session.media_session_id)
-        logger.info("camera %d (%s): WebRTC stream stopped (%s)", camera_id,
-                    session.camera.name, why)
-
-    async def on_event(self, event: Event) -> None:
-        """Bus subscriber: the end of demand stops the camera's session."""
-        if event.domain == "camera" and event.event == "unDemand" and event.entity:
-            await self.stop(event.entity, "no more demand")
-
-    async def on_camera_change(self, before: CameraRef | None, after: CameraRef | None) -> None:
-        if before is not None and before.id in self._sessions and (
-                after is None or not after.enabled):
-            await self.stop(before.id, "camera disabled")
-
-    async def on_credential_deleted(self, credential_id: int) -> None:
-        for camera_id, session in list(self._sessions.items()):
-            if session.camera.credential_id == credential_id:
-                await self.stop(camera_id, "credential deleted")
-
-    async def close(self) -> None:
-        """Shutdown: a peer connection cannot outlive the process, so stop every session."""
-        for camera_id in list(self._sessions):
-            await self.stop(camera_id, "shutting down")
+        await self._stop_granted(session)
 
 
 def _parse_time(value: Any) -> dt.datetime:

@@ -8,7 +8,8 @@ PKCE challenge, or with `error=access_denied` when `deny_consent` is set (the us
 Tokens and streams are real state: access tokens expire, streams expire at `expiresAt` and
 cannot be extended afterwards, quotas are enforced with 429 RESOURCE_EXHAUSTED. Every call
 is recorded in `calls`, so tests assert what Google was asked and how often. Failures are
-scripted per endpoint with `fail_next`. A WebRTC device's sessions are a fake Nest peer's
+scripted per endpoint with `fail_next`; `hold` keeps a command's reply back after Google has
+acted on it (a reply still on its way). A WebRTC device's sessions are a fake Nest peer's
 (`webrtc_peers`): Generate/Extend/Stop go to that peer, so Stop really closes the session and a
 battery peer answers FAILED_PRECONDITION to every Extend, as Google does for battery devices.
 """
@@ -144,6 +145,17 @@ def _error_page(title: str) -> HTMLResponse:
 
 
 @dataclass
+class Hold:
+    """A command's reply kept back (`FakeGoogle.hold`): Google has acted, the caller waits."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)  # the command has arrived
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@dataclass
 class Stream:
     device: str
     extension_token: str
@@ -176,6 +188,8 @@ class FakeGoogle:
     event_images: dict[str, EventImage] = field(default_factory=dict)  # inner eventId -> it
     clips: dict[str, bytes] = field(default_factory=dict)  # clip id -> mp4 of a preview URL
     _failures: dict[str, collections.deque[Any]] = field(
+        default_factory=lambda: collections.defaultdict(collections.deque))
+    _holds: dict[str, collections.deque[Hold]] = field(
         default_factory=lambda: collections.defaultdict(collections.deque))
     url: str = ""
 
@@ -216,6 +230,13 @@ class FakeGoogle:
         short command name): an int HTTP status (5xx in Google's shape, 429), "invalid_grant",
         "FAILED_PRECONDITION", "NOT_FOUND", or ("slow", seconds) to delay a normal answer."""
         self._failures[endpoint].extend(failures)
+
+    def hold(self, endpoint: str) -> Hold:
+        """The next call of a command (short name) is carried out and recorded, but its reply
+        waits until `release()`."""
+        hold = Hold()
+        self._holds[endpoint].append(hold)
+        return hold
 
     def heal(self, endpoint: str) -> None:
         """Drop the failures still scripted for an endpoint."""
@@ -370,8 +391,14 @@ class FakeGoogle:
         except (ValueError, KeyError, TypeError):
             return self._record("?", google_error(400, "INVALID_ARGUMENT", "Invalid JSON."))
         short = str(command).rsplit(".", 1)[-1]
-        return self._record(short, await self._command(request, name, command, short, params),
-                            device=name)
+        response = self._record(short, await self._command(request, name, command, short,
+                                                           params), device=name)
+        holds = self._holds.get(short)
+        if holds:
+            hold = holds.popleft()
+            hold.reached.set()
+            await hold.released.wait()
+        return response
 
     async def _command(self, request: Request, name: str, command: str, short: str,
                        params: dict[str, Any]) -> Response:
