@@ -17,16 +17,13 @@ import yaml
 from cryptography.fernet import Fernet
 
 from .client_address import Network, parse_networks
+from .errors import ConfigError
 from .modules.users import MIN_PASSWORD
 from .private_files import private_dir, private_file
 
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 SQLITE_FILE = "sidecar.db"  # the default database, in the data dir
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message names the key."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 import yaml
 
 from .config import Settings
+from .errors import DatabaseUnreachable
 from .store import Store, cameras
 
 DEFAULT_HOOK = "/hooks/nestmtx-hook"
@@ -54,10 +55,6 @@ def render(persistent_paths: list[str], hook: str = DEFAULT_HOOK) -> str:
     return HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
-class StoreUnreadable(Exception):
-    """The cameras could not be read; the message says from where and why."""
-
-
 async def persistent_paths(store: Store) -> list[str]:
     """mtx_path of every enabled, persistent camera."""
     async with store.begin() as conn:
@@ -76,7 +73,7 @@ async def persistent_camera_paths(settings: Settings) -> list[str]:
     try:
         return await persistent_paths(store)
     except sa.exc.SQLAlchemyError as exc:
-        raise StoreUnreadable(f"cannot read cameras from the database: "
+        raise DatabaseUnreachable(f"cannot read cameras from the database: "
                               f"{getattr(exc, 'orig', None) or exc}") from None
     finally:
         await store.close()

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from .errors import SecretUnreadable
+
 # scrypt as OWASP recommends (N=2^15, r=8, p=1): about 30 ms and 32 MiB per hash.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
@@ -106,12 +108,15 @@ class SecretBox:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, ciphertext: str | None) -> str | None:
+        """The plaintext; SecretUnreadable when this app key did not encrypt it."""
         if ciphertext is None:
             return None
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
-            raise ValueError("secret cannot be decrypted: NESTMTX_APP_KEY changed?") from None
+            raise SecretUnreadable(
+                "A stored secret cannot be decrypted: NESTMTX_APP_KEY is not the key it was "
+                "encrypted with (the app key changed)") from None
 
 
 REDACTED = "[redacted]"

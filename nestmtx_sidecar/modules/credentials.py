@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import sqlalchemy as sa
 
-from ..errors import Invalid, NotFound, field_error
+from ..errors import BadRequest, Invalid, NotFound, SecretUnreadable, field_error
 from ..events import isoformat
 from ..listing import ListQuery
 from ..schema import DATE_TIME, Body, Field, nullable, record
@@ -42,6 +42,22 @@ _SORTABLE = {key: credentials.c[key] for key in (
     "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
 
 CredentialChange = Callable[[int, str], Awaitable[None]]  # (credential id, created|updated|deleted)
+UNREADABLE_MESSAGE = (
+    "The stored secrets of credential {id} ({description}) cannot be decrypted: "
+    "NESTMTX_APP_KEY is not the key they were encrypted with (the app key changed). Start the "
+    "sidecar with the previous NESTMTX_APP_KEY, or enter the OAuth client secret again "
+    "(`credentials update` with oauth_client_secret) and authorize the credential again "
+    "(`credentials update` with {{origin}})."
+)
+
+
+@dataclass(frozen=True)
+class CredentialSecrets:
+    """A credential's secrets in clear, for the token keeper and the code exchange only."""
+
+    client_secret: str
+    refresh_token: str | None
+    access_token: str | None
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,8 @@ class Credentials(Module):
         self._listeners: list[CredentialChange] = []
 
     def on_change(self, listener: CredentialChange) -> None:
+        """Called when a credential is created, its settings updated, or it is deleted; not
+        for its token and Pub/Sub state, which the token keeper and device events announce."""
         self._listeners.append(listener)
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
@@ -282,8 +300,9 @@ class Credentials(Module):
             if len(payload) > 1:
                 raise Invalid("origin cannot be combined with other fields",
                               [field_error("origin", "must be alone")])
-            return await self._begin_consent(row, _ORIGIN.validate(payload["origin"])
-                                             + CALLBACK_PATH)
+            redirect_uri = _ORIGIN.validate(payload["origin"]) + CALLBACK_PATH
+            self.client_secret(row)  # the exchange needs it: say so before going to Google
+            return await self._begin_consent(row, redirect_uri)
         fields = _UPDATE.values(payload)
         _check_pubsub(fields, row)
         values = self._values(fields, required=False)
@@ -309,7 +328,7 @@ class Credentials(Module):
     async def consume_consent(self, state: str) -> Consent:
         """The flow a callback's state belongs to, taken so no later callback can use it.
 
-        Raises ValueError (a message for the user) when the state is unknown, already used
+        Raises BadRequest (a message for the user) when the state is unknown, already used
         or older than STATE_LIFETIME; an expired state is consumed all the same.
         """
         digest = _digest(state)
@@ -326,12 +345,12 @@ class Credentials(Module):
                         oauth_redirect_uri=None)
             )).rowcount == 1
         if row is None or not taken or not row.oauth_redirect_uri:
-            raise ValueError("This authorization link is unknown or was already used; "
+            raise BadRequest("This authorization link is unknown or was already used; "
                              "start again from the credential's consent URL.")
         issued = as_utc(row.oauth_state_issued_at)
         verifier = self._box.decrypt(row.oauth_code_verifier)
         if issued is None or verifier is None or self.clock() - issued > STATE_LIFETIME:
-            raise ValueError("This authorization link has expired (it is valid for "
+            raise BadRequest("This authorization link has expired (it is valid for "
                              f"{STATE_LIFETIME.seconds // 60} minutes); start again from the "
                              "credential's consent URL.")
         return Consent(row.id, row.oauth_redirect_uri, verifier)
@@ -344,6 +363,74 @@ class Credentials(Module):
         async with self._store.begin() as conn:
             await conn.execute(credentials.delete().where(credentials.c.id == credential_id))
         return item
+
+    def decrypted(self, row: Any) -> CredentialSecrets:
+        """The row's secrets in clear; SecretUnreadable, naming the credential and the way
+        out, when the app key changed since they were stored."""
+        return CredentialSecrets(self.client_secret(row), self._decrypt(row, row.refresh_token),
+                                 self._decrypt(row, row.access_token))
+
+    def client_secret(self, row: Any) -> str:
+        """The OAuth client secret alone: what the consent flow needs (a refresh token stored
+        under an earlier app key is replaced by it)."""
+        return self._decrypt(row, row.oauth_client_secret) or ""
+
+    def _decrypt(self, row: Any, ciphertext: str | None) -> str | None:
+        try:
+            return self._box.decrypt(ciphertext)
+        except SecretUnreadable:
+            raise SecretUnreadable(UNREADABLE_MESSAGE.format(
+                id=row.id, description=row.description)) from None
+
+    # -- token and Pub/Sub state: written by their owners through these, announced by them --
+
+    async def store_grant(self, credential_id: int, refresh_token: str,
+                          access_token: str | None, expiry: dt.datetime) -> None:
+        """A new grant (the consent flow's code exchange): its first refresh announces
+        `authenticated`, not `reauthenticated`."""
+        await self._save_state(credential_id, refresh_token=self._box.encrypt(refresh_token),
+                               access_token=self._box.encrypt(access_token),
+                               token_expiry=expiry, authenticated_at=None, auth_error=None)
+
+    async def store_tokens(self, credential_id: int, access_token: str | None,
+                           refresh_token: str | None, expiry: dt.datetime | None) -> None:
+        """Google accepted the grant: the tokens it answered with; authenticated now."""
+        await self._save_state(credential_id, access_token=self._box.encrypt(access_token),
+                               refresh_token=self._box.encrypt(refresh_token),
+                               token_expiry=expiry, authenticated_at=utcnow(), auth_error=None)
+
+    async def token_refused(self, credential_id: int, message: str) -> None:
+        """Google refused the grant: the access token is gone; `message` says what to do."""
+        await self._save_state(credential_id, access_token=None, token_expiry=None,
+                               auth_error=message)
+
+    async def note_auth_error(self, credential_id: int, message: str) -> None:
+        """Authentication fails for now (Google unreachable, secrets unreadable)."""
+        await self._save_state(credential_id, auth_error=message)
+
+    async def pubsub_ready(self, credential_id: int) -> None:
+        """Device events are set up (or first pulled): the no-events warning counts from the
+        first time, so later set-ups keep it."""
+        await self._save_state(credential_id, credentials.c.pubsub_ready_at.is_(None),
+                               pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at)
+
+    async def pubsub_heard(self, credential_id: int) -> None:
+        await self._save_state(credential_id, pubsub_last_event_at=utcnow(),
+                               updated_at=credentials.c.updated_at)
+
+    async def pubsub_failing(self, credential_id: int, message: str | None) -> None:
+        """What stops device events now (None: nothing)."""
+        await self._save_state(credential_id, pubsub_error=message,
+                               updated_at=credentials.c.updated_at)
+
+    async def _save_state(self, credential_id: int, *where: sa.ColumnElement[bool],
+                          **values: Any) -> None:
+        """State, not settings: `updated_at` moves unless the caller keeps it, and no change
+        listener hears of it (the token keeper reloads on settings changes)."""
+        async with self._store.begin() as conn:
+            await conn.execute(credentials.update().where(credentials.c.id == credential_id,
+                                                          *where)
+                               .values({"updated_at": utcnow(), **values}))
 
     async def row(self, credential_id: int) -> Any:
         async with self._store.begin() as conn:

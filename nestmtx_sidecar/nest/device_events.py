@@ -20,14 +20,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import tenacity
 
+from ..errors import GoogleAuthError, GoogleNotFound
 from ..events import Event, EventBus
-from ..modules.credentials import NO_EVENTS_WARNING, pubsub_names
+from ..modules.credentials import NO_EVENTS_WARNING, Credentials, pubsub_names
 from ..store import Store, cameras, credentials, utcnow
 from .event_ledger import EventLedger
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
 from .oauth import TokenKeeper
 from .pubsub import PubSubClient, Received
-from .sdm import SdmAuthError, SdmNotFound
 from .sdm_events import DeviceEvent, MalformedMessage, parse_message
 from .sync import DeviceSync
 
@@ -68,9 +68,10 @@ class _Loop:
 
 class DeviceEvents:
     def __init__(self, store: Store, bus: EventBus, pubsub: PubSubClient, sync: DeviceSync,
-                 keeper: TokenKeeper, media: EventMedia, max_age: float,
-                 retry_initial: float = 1.0, retry_max: float = 300.0) -> None:
+                 keeper: TokenKeeper, media: EventMedia, credentials: Credentials,
+                 max_age: float, retry_initial: float = 1.0, retry_max: float = 300.0) -> None:
         self._store = store
+        self._credentials = credentials
         self._bus = bus
         self._pubsub = pubsub
         self._sync = sync
@@ -176,12 +177,12 @@ class DeviceEvents:
         config = loop.config
         loop.failing = True
         message = None
-        if isinstance(error, SdmAuthError) and error.http_status == 403:
-            template = REAUTHORIZE if "scope" in error.message.lower() else NO_ACCESS
+        if isinstance(error, GoogleAuthError) and error.http_status == 403:
+            template = REAUTHORIZE if error.missing_scope else NO_ACCESS
             where = f"project {config.project}" if config.project else config.subscription
-            message = template.format(error=f"{error.http_status} {error.status}: "
+            message = template.format(error=f"{error.http_status} {error.google_status}: "
                                       f"{error.message}", where=where)
-        elif isinstance(error, SdmNotFound) and config.topic is None:
+        elif isinstance(error, GoogleNotFound) and config.topic is None:
             message = GONE.format(subscription=config.subscription, error=error.message)
         if message is not None:
             try:
@@ -209,7 +210,7 @@ class DeviceEvents:
         started = time.monotonic()
         try:
             received = await self._pubsub.pull(config.credential_id, config.subscription)
-        except SdmNotFound:
+        except GoogleNotFound:
             if config.topic is None:
                 raise
             logger.warning("device events for credential %d: subscription %s is gone (Pub/Sub "
@@ -299,17 +300,13 @@ class DeviceEvents:
 
     async def _ready(self, loop: _Loop) -> None:
         """Set up (or first pulled): the no-events warning counts from the first time."""
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(
-                credentials.c.id == loop.config.credential_id,
-                credentials.c.pubsub_ready_at.is_(None)).values(
-                    pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at))
+        await self._credentials.pubsub_ready(loop.config.credential_id)
         loop.set_up_at = time.monotonic()
         await self._set_error(loop, None)
 
     async def _heard(self, loop: _Loop) -> None:
         loop.heard = True
-        await self._save(loop.config.credential_id, pubsub_last_event_at=utcnow())
+        await self._credentials.pubsub_heard(loop.config.credential_id)
 
     def _warn_if_silent(self, loop: _Loop) -> None:
         if loop.heard or loop.set_up_at is None or \
@@ -325,12 +322,7 @@ class DeviceEvents:
     async def _set_error(self, loop: _Loop, message: str | None) -> None:
         if loop.error != message:
             loop.error = message
-            await self._save(loop.config.credential_id, pubsub_error=message)
-
-    async def _save(self, credential_id: int, **values: Any) -> None:
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == credential_id)
-                               .values(**values, updated_at=credentials.c.updated_at))
+            await self._credentials.pubsub_failing(loop.config.credential_id, message)
 
     def _once(self, kind: str, message: str, *args: Any) -> None:
         """Log a kind of problem once: a stream of broken messages must not flood the log."""

@@ -17,11 +17,12 @@ from ..modules.cameras import Cameras
 from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
 from ..store import Store
+from .consent import ConsentCallback
 from .device_events import DeviceEvents
 from .media import EventMedia
 from .media_routes import MediaRoutes
 from .media_store import MediaStore
-from .oauth import ConsentCallback, TokenKeeper
+from .oauth import TokenKeeper
 from .pubsub import PubSubClient
 from .sdm import SdmClient
 from .snapshot import Snapshots
@@ -51,7 +52,7 @@ class Nest:
                  bus: EventBus, cameras: Cameras, credentials: Credentials,
                  auth: Auth, lease: Lease | None = None) -> None:
         self.http = httpx.AsyncClient(timeout=30.0)
-        self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri)
+        self.tokens = TokenKeeper(store, credentials, redactor, bus, settings.google_token_uri)
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
         self.sync = DeviceSync(store, self.sdm, self.tokens, cameras,
                                settings.device_sync_interval)
@@ -65,7 +66,7 @@ class Nest:
         self.device_events = DeviceEvents(
             store, bus, PubSubClient(settings.pubsub_api_url, self.tokens.access_token,
                                      self.http),
-            self.sync, self.tokens, self.media, settings.event_max_age)
+            self.sync, self.tokens, self.media, credentials, settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint),
                        *MediaRoutes(auth, self.media.store).routes,

@@ -11,14 +11,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import Invalid, Unavailable
+from ..errors import GoogleError, GoogleUnreachable, Invalid, Unavailable
 from ..events import Event, EventBus, isoformat
 from ..hooks.camera_details import camera_details
 from ..hooks.receiver import StreamSource
 from ..modules.cameras import CameraRef, Cameras
 from ..security import Redactor, SecretBox
 from ..store import Store, as_utc, stream_sessions, utcnow
-from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
+from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class StreamSupervisor:
             if not session.alive():
                 try:
                     await self._generate(session)
-                except SdmError as exc:
+                except GoogleError as exc:
                     raise Unavailable(f"Google could not start the stream of camera "
                                       f"{camera.name!r}: {exc.message}") from None
         if self.active and (session.task is None or session.task.done()):
@@ -111,7 +111,7 @@ class StreamSupervisor:
         try:
             url = str(results["streamUrls"]["rtspUrl"])
         except (KeyError, TypeError):
-            raise SdmUnavailable("GenerateRtspStream answered without streamUrls.rtspUrl"
+            raise GoogleUnreachable("GenerateRtspStream answered without streamUrls.rtspUrl"
                                  ) from None
         session.url = url
         session.generation += 1
@@ -125,7 +125,7 @@ class StreamSupervisor:
             token = str(results["streamExtensionToken"])
             expires_at = dt.datetime.fromisoformat(str(results["expiresAt"]))
         except (KeyError, ValueError):
-            raise SdmUnavailable("stream command answered without a token or expiresAt"
+            raise GoogleUnreachable("stream command answered without a token or expiresAt"
                                  ) from None
         self._redactor.hold(("stream", session.camera.id), token, results.get("streamToken"),
                             session.url)
@@ -153,7 +153,7 @@ class StreamSupervisor:
                     continue  # a demand regenerated it meanwhile, or it is being stopped
                 try:
                     await self._generate(session)
-                except SdmError as exc:
+                except GoogleError as exc:
                     logger.error("camera %d (%s): could not regenerate the stream: %s; the next "
                                  "demand will try again", session.camera.id, session.camera.name,
                                  exc.message)
@@ -177,7 +177,7 @@ class StreamSupervisor:
                         camera.credential_id, camera.uid, EXTEND_RTSP,
                         {"streamExtensionToken": session.extension_token}, within=budget)
                     await self._renewed(session, results)
-            except SdmError as exc:
+            except GoogleError as exc:
                 retry_in = min(10.0, max(0.1, budget / 4))
                 will_retry = exc.retryable and budget - retry_in > 0
                 await self._failed(session, exc.message, exc.reason, attempt, will_retry)
@@ -227,7 +227,7 @@ class StreamSupervisor:
                     await self._sdm.execute(
                         session.camera.credential_id, session.camera.uid, STOP_RTSP,
                         {"streamExtensionToken": session.extension_token}, within=STOP_WITHIN)
-                except SdmError as exc:
+                except GoogleError as exc:
                     logger.warning("camera %d: StopRtspStream failed: %s", camera_id, exc.message)
             async with self._store.begin() as conn:
                 await conn.execute(stream_sessions.delete().where(

@@ -9,11 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import GoogleError
 from ..events import Event
 from ..modules.cameras import Cameras, camera_ref
 from ..store import Store, cameras, credentials, utcnow
 from .oauth import TokenKeeper
-from .sdm import SdmClient, SdmError
+from .sdm import SdmClient
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class DeviceSync:
             return -1
         try:
             devices = await self._sdm.list_devices(credential_id, project)
-        except SdmError as exc:
+        except GoogleError as exc:
             logger.warning("device sync for credential %d failed: %s", credential_id, exc)
             return -1
         async with self._store.begin() as conn:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Unavailable
+from ..errors import GoogleError, GoogleFailedPrecondition, GoogleUnreachable, Unavailable
 from ..events import Event, EventBus, isoformat
 from ..hooks.camera_details import camera_details
 from ..modules.cameras import CameraRef
 from ..store import as_utc, utcnow
-from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
+from .sdm import COMMAND_PREFIX, SdmClient
 from .streams import MARGIN_FRACTION, MARGIN_MAX, STOP_WITHIN
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class WebRtcStreams:
             if session.publisher is None:
                 try:
                     await self._start(session)
-                except (SdmError, _webrtc().PublisherError) as exc:
+                except (GoogleError, _webrtc().PublisherError) as exc:
                     self._sessions.pop(camera.id, None)
                     raise Unavailable(f"could not start the WebRTC stream of camera "
                                       f"{camera.name!r}: {_message(exc)}") from None
@@ -120,7 +120,7 @@ class WebRtcStreams:
                 return (str(results["answerSdp"]), _parse_time(results["expiresAt"]),
                         str(results["mediaSessionId"]))
             except (KeyError, ValueError):
-                raise SdmUnavailable("GenerateWebRtcStream answered without answerSdp, "
+                raise GoogleUnreachable("GenerateWebRtcStream answered without answerSdp, "
                                      "expiresAt or mediaSessionId") from None
         return generate
 
@@ -159,10 +159,10 @@ class WebRtcStreams:
                                                or session.media_session_id)
                 await self._publish(session, "extended", expiresAt=isoformat(session.expires_at))
                 return
-            except (SdmError, KeyError, ValueError) as exc:
+            except (GoogleError, KeyError, ValueError) as exc:
                 # Battery devices never extend: from now on go straight to a new session.
-                session.extendable = not isinstance(exc, SdmFailedPrecondition)
-                reason = exc.reason if isinstance(exc, SdmError) else "bad_answer"
+                session.extendable = not isinstance(exc, GoogleFailedPrecondition)
+                reason = exc.reason if isinstance(exc, GoogleError) else "bad_answer"
                 await self._publish(session, "failed-extension", error=_message(exc),
                                     reason=reason, regenerating=True)
         await self._regenerate(session)
@@ -173,7 +173,7 @@ class WebRtcStreams:
         old = session.media_session_id
         try:
             answer = await session.publisher.regenerate(self._generator(session.camera))
-        except (SdmError, _webrtc().PublisherError) as exc:
+        except (GoogleError, _webrtc().PublisherError) as exc:
             await self._recover(session, _webrtc().Failure("regeneration-failed", _message(exc)))
             return
         self._took(session, answer)
@@ -204,7 +204,7 @@ class WebRtcStreams:
                 await asyncio.sleep(RECOVERY_BACKOFF * 2 ** (attempt - 1))
             try:
                 answer = await publisher.recover(self._generator(camera))
-            except (SdmError, _webrtc().PublisherError) as exc:
+            except (GoogleError, _webrtc().PublisherError) as exc:
                 logger.error("camera %d (%s): new WebRTC session %d of %d failed: %s",
                              camera.id, camera.name, attempt + 1, RECOVERY_ATTEMPTS,
                              _message(exc))
@@ -224,7 +224,7 @@ class WebRtcStreams:
         await self._stop_at_google(session.camera, session.media_session_id)
         try:
             await self._start(session)
-        except (SdmError, _webrtc().PublisherError) as exc:
+        except (GoogleError, _webrtc().PublisherError) as exc:
             logger.error("camera %d (%s): could not restart the WebRTC stream: %s",
                          session.camera.id, session.camera.name, _message(exc))
             await self._give_up(session)
@@ -245,7 +245,7 @@ class WebRtcStreams:
         try:
             await self._sdm.execute(camera.credential_id, camera.uid, STOP_WEBRTC,
                                     {"mediaSessionId": media_session_id}, within=STOP_WITHIN)
-        except SdmError as exc:
+        except GoogleError as exc:
             logger.warning("camera %d: StopWebRtcStream failed: %s", camera.id, exc.message)
 
     async def _publish(self, session: _Session, event: str, **extra: Any) -> None:
@@ -295,4 +295,4 @@ def _parse_time(value: Any) -> dt.datetime:
 
 
 def _message(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, SdmError) else str(exc)
+    return exc.message if isinstance(exc, GoogleError) else str(exc)
