@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from nestmtx_sidecar.modules.cameras import CameraRef
+from nestmtx_sidecar.nest.sync import camera_values
 from nestmtx_sidecar.store import access_tokens, users
 from tests.conftest import RunningSidecar
 from tests.doors import (
@@ -161,6 +164,48 @@ async def test_cameras_list_read_update(door: HttpDoor | SocketDoor, camera_ids:
     assert (updated["mtx_path"], updated["is_enabled"], updated["is_persistent"]) == (
         "home/front-door_1.cam:main~x", True, True)
     assert (await door.call("cameras", "read", entity=camera_ids[0])).ok() == updated
+
+
+def _device(uid: str, name: str) -> dict:
+    """A camera as SDM's devices.list answers it."""
+    return {"name": uid, "type": "sdm.devices.types.DOORBELL", "traits": {
+        "sdm.devices.traits.Info": {"customName": name},
+        "sdm.devices.traits.CameraLiveStream": {"supportedProtocols": ["WEB_RTC"]}}}
+
+
+async def test_a_device_sync_reaches_camera_listeners_and_the_path_cache(
+        door: HttpDoor | SocketDoor, server: RunningSidecar) -> None:
+    """The cameras module tells its listeners and forgets cached paths itself: no caller of
+    sync_devices has to."""
+    cameras = server.sidecar.cameras
+    heard: list[tuple] = []
+
+    async def listener(before: CameraRef | None, after: CameraRef | None) -> None:
+        heard.append((before, after))
+
+    cameras.on_change(listener)
+    credential = await insert_credential(server.sidecar)
+    uid = "enterprises/p/devices/porch"
+    assert await cameras.sync_devices(credential, {uid: camera_values(_device(uid, "Porch"))}
+                                      ) == []
+    assert heard == []  # a new camera starts disabled: nothing to follow yet
+    camera = (await door.call("cameras", "list")).ok()["items"][0]
+    (await door.call("cameras", "update", entity=camera["id"],
+                     payload={"mtx_path": "porch", "is_enabled": True})).ok()
+    heard.clear()
+    served = await cameras.by_path("porch")  # cached now, for 2 s
+    assert served is not None and served.name == "Porch"
+
+    await cameras.sync_devices(credential, {uid: camera_values(_device(uid, "Front door"))})
+    renamed = await cameras.by_path("porch")
+    assert renamed == dataclasses.replace(served, name="Front door")
+    assert heard == [(served, renamed)]
+
+    gone = await cameras.sync_devices(credential, {})
+    assert gone == [renamed]
+    assert len(heard) == 2 and heard[1][0] == renamed
+    read = (await door.call("cameras", "read", entity=camera["id"])).ok()
+    assert (read["name"], read["is_missing"], read["mtx_path"]) == ("Front door", True, "porch")
 
 
 @pytest.mark.parametrize("path", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..errors import Conflict, Invalid, NotFound, field_error
 from ..events import isoformat
 from ..listing import ListQuery
 from ..schema import DATE_TIME, Body, Field, nullable, record
-from ..store import Store, cameras, list_page
+from ..store import Store, cameras, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 
 # MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
@@ -152,7 +152,8 @@ class Cameras(Module):
         self._listeners: list[CameraChange] = []
 
     def on_change(self, listener: CameraChange) -> None:
-        """Called with (before, after) whenever a camera's settings change here."""
+        """Called with (before, after) whenever a known camera changes here (an update, a
+        device sync); not for cameras a sync adds, which start disabled."""
         self._listeners.append(listener)
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
@@ -186,10 +187,34 @@ class Cameras(Module):
                 raise Conflict(f"mtx_path {values.get('mtx_path')!r} is already in use",
                                [field_error("mtx_path", "already in use")]) from None
         after = await self._row(camera_id)
-        await self.changed(camera_ref(before), camera_ref(after))
+        await self._changed(camera_ref(before), camera_ref(after))
         return _item(after)
 
-    async def changed(self, before: CameraRef | None, after: CameraRef | None) -> None:
+    async def sync_devices(self, credential_id: int, devices: Mapping[str, Mapping[str, Any]]
+                           ) -> list[CameraRef]:
+        """Make the credential's cameras what Google lists (uid -> columns): new ones added,
+        listed ones updated, the rest marked missing (kept: a glitch must not lose their
+        settings). Returns the cameras not listed."""
+        async with self._store.begin() as conn:
+            existing = {row.uid: row for row in (await conn.execute(
+                sa.select(cameras).where(cameras.c.credential_id == credential_id))).all()}
+            for uid, values in devices.items():
+                if uid in existing:
+                    await conn.execute(cameras.update().where(
+                        cameras.c.id == existing[uid].id).values(
+                            **values, is_missing=False, updated_at=utcnow()))
+                else:
+                    await conn.execute(cameras.insert().values(
+                        credential_id=credential_id, uid=uid, **values, is_missing=False))
+            gone = [row for uid, row in existing.items() if uid not in devices]
+            if gone:
+                await conn.execute(cameras.update().where(cameras.c.id.in_(
+                    [row.id for row in gone])).values(is_missing=True, updated_at=utcnow()))
+        for row in existing.values():
+            await self._changed(camera_ref(row), await self.get_ref(row.id))
+        return [camera_ref(row) for row in gone]
+
+    async def _changed(self, before: CameraRef | None, after: CameraRef | None) -> None:
         """Forget cached paths and tell listeners (stream supervisor, MQTT) what changed."""
         for ref in (before, after):
             if ref and ref.mtx_path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,6 +122,27 @@ class Users(Module):
                 (access_tokens.c.user_id == user_id) & (access_tokens.c.id != keep)
             )
         return await self.read(caller, user_id)
+
+    async def ensure_admin(self, username: str, password: str) -> str | None:
+        """The configured admin exists with this password and may log in. With no password
+        configured, one is made only while there are no users: returned, to show once."""
+        made = None
+        async with self._store.begin() as conn:
+            existing = (await conn.execute(
+                sa.select(users.c.id).where(users.c.username == username)
+            )).scalar_one_or_none()
+            if not password:
+                if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar():
+                    return None
+                password = made = secrets.token_urlsafe(12)
+            password_hash = await self._hasher.hash(password)
+            if existing is None:
+                await conn.execute(users.insert().values(
+                    username=username, password_hash=password_hash, can_login=True))
+            else:
+                await conn.execute(users.update().where(users.c.id == existing)
+                                   .values(password_hash=password_hash, can_login=True))
+        return made
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
         """Delete a user and end their sessions; returns the user as it was."""
