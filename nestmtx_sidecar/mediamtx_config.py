@@ -10,7 +10,7 @@ import yaml
 
 from .config import Settings
 from .errors import DatabaseUnreachable
-from .store import Store, cameras
+from .store import Store, cameras_table
 
 DEFAULT_HOOK = "/hooks/nestmtx-hook"
 # MediaMTX's path setting -> the hook argument the script sends as.
@@ -59,9 +59,10 @@ async def persistent_paths(store: Store) -> list[str]:
     """mtx_path of every enabled, persistent camera."""
     async with store.begin() as conn:
         rows = await conn.execute(
-            sa.select(cameras.c.mtx_path)
-            .where(cameras.c.is_enabled, cameras.c.is_persistent, cameras.c.mtx_path.is_not(None))
-            .order_by(cameras.c.mtx_path))
+            sa.select(cameras_table.c.mtx_path)
+            .where(cameras_table.c.is_enabled, cameras_table.c.is_persistent,
+                   cameras_table.c.mtx_path.is_not(None))
+            .order_by(cameras_table.c.mtx_path))
         return [row.mtx_path for row in rows]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from nestmtx_sidecar.modules.cameras import CameraRef
 from nestmtx_sidecar.nest.sync import camera_values
-from nestmtx_sidecar.store import access_tokens, users
+from nestmtx_sidecar.store import access_tokens_table, users_table
 from tests.conftest import RunningSidecar
 from tests.doors import (
     HttpDoor,
@@ -108,7 +108,7 @@ async def test_cannot_delete_the_last_user(server: RunningSidecar) -> None:
     with pytest.raises(Exception, match="last user") as caught:
         await users_module.call("delete", None, 1, None)
     assert getattr(caught.value, "code", None) == "forbidden"
-    assert await count_rows(server.sidecar, users) == 1
+    assert await count_rows(server.sidecar, users_table) == 1
 
 
 async def test_password_change_ends_the_users_other_sessions(
@@ -452,6 +452,6 @@ async def test_deleting_a_user_revokes_their_tokens(server: RunningSidecar,
     viewer = (await door.call("users", "create", payload={
         "username": "viewer", "password": "long enough pw"})).ok()
     await server.login("viewer", "long enough pw")
-    before = await count_rows(server.sidecar, access_tokens)
+    before = await count_rows(server.sidecar, access_tokens_table)
     (await door.call("users", "delete", entity=viewer["id"])).ok()
-    assert await count_rows(server.sidecar, access_tokens) == before - 1
+    assert await count_rows(server.sidecar, access_tokens_table) == before - 1

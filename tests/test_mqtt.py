@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from nestmtx_sidecar.config import ConfigError
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.mqtt import LOGIN_REFUSED, Broker, MqttBridge
-from nestmtx_sidecar.store import cameras
+from nestmtx_sidecar.store import cameras_table
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.services import free_port, require, start_sidecar, wait_for_port
 
@@ -175,8 +175,8 @@ async def add_camera(server: RunningSidecar, path: str, name: str = "Front door"
         "name": name, "room": "Porch", "type": "sdm.devices.types.DOORBELL",
         "protocols": ["RTSP"], "info": {}}})
     async with sidecar.store.begin() as conn:
-        camera_id = (await conn.execute(sa.select(cameras.c.id).where(
-            cameras.c.uid == uid))).scalar_one()
+        camera_id = (await conn.execute(sa.select(cameras_table.c.id).where(
+            cameras_table.c.uid == uid))).scalar_one()
     await sidecar.cameras.update(None, camera_id, {"mtx_path": path, "is_enabled": True})
     return credential["id"], camera_id
 

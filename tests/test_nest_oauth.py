@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
-from nestmtx_sidecar.store import credentials, utcnow
+from nestmtx_sidecar.store import credentials_table, utcnow
 from tests.conftest import Events, RunningSidecar, make_settings, serve_in_loop
 from tests.doors import HttpDoor, open_door
 from tests.fakes.google import FakeGoogle, pkce_challenge
@@ -219,7 +219,7 @@ async def test_consent_url_carries_a_pkce_challenge_whose_verifier_is_encrypted_
         query = _query(await _consent_url(client, running, google, created["id"]))
         assert query["code_challenge_method"] == "S256"
         async with running.sidecar.store.begin() as conn:
-            row = (await conn.execute(sa.select(credentials))).one()
+            row = (await conn.execute(sa.select(credentials_table))).one()
         stored = row.oauth_code_verifier
         verifier = running.sidecar.box.decrypt(stored)
         assert 43 <= len(verifier) <= 128 and verifier not in stored

@@ -15,12 +15,12 @@ from ..errors import Conflict, Invalid, NotFound, field_error
 from ..events import isoformat
 from ..listing import ListQuery
 from ..schema import DATE_TIME, Body, Field, nullable, record
-from ..store import Store, cameras, list_page, utcnow
+from ..store import Store, cameras_table, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 
 # MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
 _MTX_PATH = re.compile(r"^[0-9A-Za-z_\-/.~:]+$")
-_SORTABLE = {key: cameras.c[key] for key in (
+_SORTABLE = {key: cameras_table.c[key] for key in (
     "id", "uid", "name", "room", "mtx_path", "is_enabled", "is_persistent", "audio",
     "created_at", "updated_at")}
 AUDIO_MODES = ("opus", "aac", "none")  # what a WebRTC camera's publication carries as audio
@@ -159,9 +159,11 @@ class Cameras(Module):
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
         """List cameras."""
         query = ListQuery.parse(payload, _SORTABLE)
-        searchable = [cameras.c.name, cameras.c.room, cameras.c.uid, cameras.c.mtx_path]
+        searchable = [cameras_table.c.name, cameras_table.c.room, cameras_table.c.uid,
+                      cameras_table.c.mtx_path]
         async with self._store.begin() as conn:
-            return await list_page(conn, query, sa.select(cameras), searchable, _SORTABLE, _item)
+            return await list_page(conn, query, sa.select(cameras_table), searchable, _SORTABLE,
+                                   _item)
 
     async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
         """Read a camera."""
@@ -181,7 +183,7 @@ class Cameras(Module):
             try:
                 async with self._store.begin() as conn:
                     await conn.execute(
-                        cameras.update().where(cameras.c.id == camera_id).values(values)
+                        cameras_table.update().where(cameras_table.c.id == camera_id).values(values)
                     )
             except IntegrityError:
                 raise Conflict(f"mtx_path {values.get('mtx_path')!r} is already in use",
@@ -197,18 +199,19 @@ class Cameras(Module):
         settings). Returns the cameras not listed."""
         async with self._store.begin() as conn:
             existing = {row.uid: row for row in (await conn.execute(
-                sa.select(cameras).where(cameras.c.credential_id == credential_id))).all()}
+                sa.select(cameras_table).where(cameras_table.c.credential_id == credential_id)
+            )).all()}
             for uid, values in devices.items():
                 if uid in existing:
-                    await conn.execute(cameras.update().where(
-                        cameras.c.id == existing[uid].id).values(
+                    await conn.execute(cameras_table.update().where(
+                        cameras_table.c.id == existing[uid].id).values(
                             **values, is_missing=False, updated_at=utcnow()))
                 else:
-                    await conn.execute(cameras.insert().values(
+                    await conn.execute(cameras_table.insert().values(
                         credential_id=credential_id, uid=uid, **values, is_missing=False))
             gone = [row for uid, row in existing.items() if uid not in devices]
             if gone:
-                await conn.execute(cameras.update().where(cameras.c.id.in_(
+                await conn.execute(cameras_table.update().where(cameras_table.c.id.in_(
                     [row.id for row in gone])).values(is_missing=True, updated_at=utcnow()))
         for row in existing.values():
             await self._changed(camera_ref(row), await self.get_ref(row.id))
@@ -229,7 +232,8 @@ class Cameras(Module):
         if cached and now - cached[0] < _CACHE_SECONDS:
             return cached[1]
         async with self._store.begin() as conn:
-            row = (await conn.execute(sa.select(cameras).where(cameras.c.mtx_path == path))).first()
+            row = (await conn.execute(
+                sa.select(cameras_table).where(cameras_table.c.mtx_path == path))).first()
         ref = camera_ref(row) if row else None
         if len(self._by_path) > 10_000:
             self._by_path.clear()
@@ -249,5 +253,5 @@ class Cameras(Module):
     async def _fetch(self, camera_id: int) -> Any:
         async with self._store.begin() as conn:
             return (await conn.execute(
-                sa.select(cameras).where(cameras.c.id == camera_id)
+                sa.select(cameras_table).where(cameras_table.c.id == camera_id)
             )).first()

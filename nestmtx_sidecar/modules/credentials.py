@@ -18,7 +18,7 @@ from ..events import isoformat
 from ..listing import ListQuery
 from ..schema import DATE_TIME, Body, Field, nullable, record
 from ..security import Redactor, SecretBox
-from ..store import Store, as_utc, credentials, list_page, utcnow
+from ..store import Store, as_utc, credentials_table, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 
 SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
@@ -38,7 +38,7 @@ _TOPIC = rf"projects/{_PROJECT}/topics/{_RESOURCE_ID}"
 _SUBSCRIPTION = rf"projects/{_PROJECT}/subscriptions/{_RESOURCE_ID}"
 _PUBSUB_FIELDS = ("gcp_project_id", "pubsub_topic", "pubsub_subscription")
 
-_SORTABLE = {key: credentials.c[key] for key in (
+_SORTABLE = {key: credentials_table.c[key] for key in (
     "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
 
 CredentialChange = Callable[[int, str], Awaitable[None]]  # (credential id, created|updated|deleted)
@@ -262,10 +262,10 @@ class Credentials(Module):
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
         """List credentials."""
         query = ListQuery.parse(payload, _SORTABLE)
-        searchable = [credentials.c.description, credentials.c.oauth_client_id,
-                      credentials.c.dac_project_id]
+        searchable = [credentials_table.c.description, credentials_table.c.oauth_client_id,
+                      credentials_table.c.dac_project_id]
         async with self._store.begin() as conn:
-            return await list_page(conn, query, sa.select(credentials), searchable, _SORTABLE,
+            return await list_page(conn, query, sa.select(credentials_table), searchable, _SORTABLE,
                                    _item)
 
     async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
@@ -278,7 +278,7 @@ class Credentials(Module):
         values = self._values(fields, required=True)
         async with self._store.begin() as conn:
             credential_id = (await conn.execute(
-                credentials.insert().values(values)
+                credentials_table.insert().values(values)
             )).inserted_primary_key[0]
         await self._notify(credential_id, "created")
         return await self.read(caller, credential_id)
@@ -309,7 +309,8 @@ class Credentials(Module):
         if values:
             async with self._store.begin() as conn:
                 await conn.execute(
-                    credentials.update().where(credentials.c.id == credential_id).values(values)
+                    credentials_table.update().where(credentials_table.c.id == credential_id)
+                    .values(values)
                 )
             await self._notify(credential_id, "updated")
         return await self.read(caller, credential_id)
@@ -319,7 +320,8 @@ class Credentials(Module):
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)  # 86 characters: RFC 7636 allows 43 to 128
         async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == row.id).values(
+            await conn.execute(credentials_table.update().where(
+                credentials_table.c.id == row.id).values(
                 oauth_state=_digest(state), oauth_state_issued_at=self.clock(),
                 oauth_code_verifier=self._box.encrypt(verifier), oauth_redirect_uri=redirect_uri))
         return consent_url(self._consent_base, row, redirect_uri, state,
@@ -334,13 +336,13 @@ class Credentials(Module):
         digest = _digest(state)
         async with self._store.begin() as conn:
             row = (await conn.execute(sa.select(
-                credentials.c.id, credentials.c.oauth_redirect_uri,
-                credentials.c.oauth_code_verifier, credentials.c.oauth_state_issued_at,
-            ).where(credentials.c.oauth_state == digest))).first()
+                credentials_table.c.id, credentials_table.c.oauth_redirect_uri,
+                credentials_table.c.oauth_code_verifier, credentials_table.c.oauth_state_issued_at,
+            ).where(credentials_table.c.oauth_state == digest))).first()
             # Conditional on the digest: of two concurrent callbacks only one takes it.
             taken = row is not None and (await conn.execute(
-                credentials.update()
-                .where(credentials.c.id == row.id, credentials.c.oauth_state == digest)
+                credentials_table.update()
+                .where(credentials_table.c.id == row.id, credentials_table.c.oauth_state == digest)
                 .values(oauth_state=None, oauth_state_issued_at=None, oauth_code_verifier=None,
                         oauth_redirect_uri=None)
             )).rowcount == 1
@@ -361,7 +363,8 @@ class Credentials(Module):
         item = _item(await self.row(credential_id))
         await self._notify(credential_id, "deleted")  # streams stop before their cameras go
         async with self._store.begin() as conn:
-            await conn.execute(credentials.delete().where(credentials.c.id == credential_id))
+            await conn.execute(credentials_table.delete().where(
+                credentials_table.c.id == credential_id))
         return item
 
     def decrypted(self, row: Any) -> CredentialSecrets:
@@ -411,31 +414,31 @@ class Credentials(Module):
     async def pubsub_ready(self, credential_id: int) -> None:
         """Device events are set up (or first pulled): the no-events warning counts from the
         first time, so later set-ups keep it."""
-        await self._save_state(credential_id, credentials.c.pubsub_ready_at.is_(None),
-                               pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at)
+        await self._save_state(credential_id, credentials_table.c.pubsub_ready_at.is_(None),
+                               pubsub_ready_at=utcnow(), updated_at=credentials_table.c.updated_at)
 
     async def pubsub_heard(self, credential_id: int) -> None:
         await self._save_state(credential_id, pubsub_last_event_at=utcnow(),
-                               updated_at=credentials.c.updated_at)
+                               updated_at=credentials_table.c.updated_at)
 
     async def pubsub_failing(self, credential_id: int, message: str | None) -> None:
         """What stops device events now (None: nothing)."""
         await self._save_state(credential_id, pubsub_error=message,
-                               updated_at=credentials.c.updated_at)
+                               updated_at=credentials_table.c.updated_at)
 
     async def _save_state(self, credential_id: int, *where: sa.ColumnElement[bool],
                           **values: Any) -> None:
         """State, not settings: `updated_at` moves unless the caller keeps it, and no change
         listener hears of it (the token keeper reloads on settings changes)."""
         async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == credential_id,
-                                                          *where)
+            await conn.execute(credentials_table.update()
+                               .where(credentials_table.c.id == credential_id, *where)
                                .values({"updated_at": utcnow(), **values}))
 
     async def row(self, credential_id: int) -> Any:
         async with self._store.begin() as conn:
             row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.id == credential_id)
+                sa.select(credentials_table).where(credentials_table.c.id == credential_id)
             )).first()
         if row is None:
             raise NotFound(f"No credentials with id {credential_id}")

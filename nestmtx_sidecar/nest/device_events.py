@@ -23,7 +23,7 @@ import tenacity
 from ..errors import GoogleAuthError, GoogleNotFound
 from ..events import Event, EventBus
 from ..modules.credentials import NO_EVENTS_WARNING, Credentials, pubsub_names
-from ..store import Store, cameras, credentials, utcnow
+from ..store import Store, cameras_table, credentials_table, utcnow
 from .event_ledger import EventLedger
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
 from .oauth import TokenKeeper
@@ -98,9 +98,9 @@ class DeviceEvents:
     async def _adopt(self) -> None:
         async with self._store.begin() as conn:
             rows = (await conn.execute(sa.select(
-                credentials.c.id, credentials.c.dac_project_id, credentials.c.gcp_project_id,
-                credentials.c.pubsub_topic, credentials.c.pubsub_subscription,
-                credentials.c.pubsub_error))).all()
+                credentials_table.c.id, credentials_table.c.dac_project_id,
+                credentials_table.c.gcp_project_id, credentials_table.c.pubsub_topic,
+                credentials_table.c.pubsub_subscription, credentials_table.c.pubsub_error))).all()
         wanted = {}
         for row in rows:
             topic, subscription = pubsub_names(row)
@@ -269,9 +269,9 @@ class DeviceEvents:
                         event.kind, event.device, event.timestamp, age, self._max_age)
             return
         async with self._store.begin() as conn:
-            camera = (await conn.execute(sa.select(cameras).where(
-                cameras.c.credential_id == config.credential_id,
-                cameras.c.uid == event.device))).first()
+            camera = (await conn.execute(sa.select(cameras_table).where(
+                cameras_table.c.credential_id == config.credential_id,
+                cameras_table.c.uid == event.device))).first()
         if camera is None:
             self._once(f"device:{event.device}", "device events for credential %d: %s is not "
                        "a known camera (yet); its events are dropped until a device sync "

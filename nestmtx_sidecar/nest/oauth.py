@@ -23,7 +23,7 @@ from ..events import Event, EventBus
 from ..metrics import TOKEN_REFRESHES
 from ..modules.credentials import Credentials
 from ..security import Redactor
-from ..store import Store, as_utc, credentials, utcnow
+from ..store import Store, as_utc, credentials_table, utcnow
 from .json_body import json_object
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class TokenKeeper:
     async def start(self) -> None:
         async with self._store.begin() as conn:
             ids = (await conn.execute(
-                sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
+                sa.select(credentials_table.c.id).where(credentials_table.c.refresh_token.is_not(None))
             )).scalars().all()
         for credential_id in ids:
             await self.load(credential_id)
@@ -182,7 +182,7 @@ class TokenKeeper:
         """
         async with self._store.begin() as conn:
             row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.id == credential_id)
+                sa.select(credentials_table).where(credentials_table.c.id == credential_id)
             )).first()
         if row is None or row.refresh_token is None:
             await self.forget(credential_id)
@@ -241,7 +241,7 @@ class TokenKeeper:
         refreshing here), forget ones they deleted."""
         async with self._store.begin() as conn:
             ids = set((await conn.execute(
-                sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
+                sa.select(credentials_table.c.id).where(credentials_table.c.refresh_token.is_not(None))
             )).scalars().all())
         for credential_id in set(self._accounts) - ids:
             await self.forget(credential_id)

@@ -17,7 +17,7 @@ from ..hooks.camera_details import camera_details
 from ..hooks.receiver import StreamSource
 from ..modules.cameras import CameraRef, Cameras
 from ..security import Redactor, SecretBox
-from ..store import Store, as_utc, stream_sessions, utcnow
+from ..store import Store, as_utc, stream_sessions_table, utcnow
 from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient
 
 logger = logging.getLogger(__name__)
@@ -133,9 +133,9 @@ class StreamSupervisor:
         session.extension_token, session.expires_at = token, expires_at
         session.lifetime = max(1.0, session.seconds_left())
         async with self._store.begin() as conn:
-            await conn.execute(stream_sessions.delete().where(
-                stream_sessions.c.camera_id == session.camera.id))
-            await conn.execute(stream_sessions.insert().values(
+            await conn.execute(stream_sessions_table.delete().where(
+                stream_sessions_table.c.camera_id == session.camera.id))
+            await conn.execute(stream_sessions_table.insert().values(
                 camera_id=session.camera.id, protocol="RTSP",
                 source_url=self._box.encrypt(session.url),
                 extension_token=self._box.encrypt(token), expires_at=expires_at,
@@ -230,8 +230,8 @@ class StreamSupervisor:
                 except GoogleError as exc:
                     logger.warning("camera %d: StopRtspStream failed: %s", camera_id, exc.message)
             async with self._store.begin() as conn:
-                await conn.execute(stream_sessions.delete().where(
-                    stream_sessions.c.camera_id == camera_id))
+                await conn.execute(stream_sessions_table.delete().where(
+                    stream_sessions_table.c.camera_id == camera_id))
         logger.info("camera %d (%s): stream stopped (%s)", camera_id, session.camera.name, why)
 
     async def on_event(self, event: Event) -> None:
@@ -265,7 +265,7 @@ class StreamSupervisor:
         if not self.active:
             return  # not the lease holder, or shutting down
         async with self._store.begin() as conn:
-            rows = (await conn.execute(sa.select(stream_sessions))).all()
+            rows = (await conn.execute(sa.select(stream_sessions_table))).all()
         stored = {row.camera_id for row in rows}
         for camera_id, session in list(self._sessions.items()):
             if camera_id not in stored and session.task is not None:
@@ -278,8 +278,8 @@ class StreamSupervisor:
             camera = await self._cameras.get_ref(row.camera_id)
             if camera is None or not camera.enabled:
                 async with self._store.begin() as conn:
-                    await conn.execute(stream_sessions.delete().where(
-                        stream_sessions.c.camera_id == row.camera_id))
+                    await conn.execute(stream_sessions_table.delete().where(
+                        stream_sessions_table.c.camera_id == row.camera_id))
                 continue
             session = _Session(camera)
             self._restore(session, row)
@@ -302,8 +302,8 @@ class StreamSupervisor:
     async def _load(self, session: _Session) -> None:
         """Refresh a session from the store; no stored row means no stream."""
         async with self._store.begin() as conn:
-            row = (await conn.execute(sa.select(stream_sessions).where(
-                stream_sessions.c.camera_id == session.camera.id))).first()
+            row = (await conn.execute(sa.select(stream_sessions_table).where(
+                stream_sessions_table.c.camera_id == session.camera.id))).first()
         if row is None:
             session.url = session.extension_token = session.expires_at = None
         else:

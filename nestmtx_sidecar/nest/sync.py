@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ..errors import GoogleError
 from ..events import Event
 from ..modules.cameras import Cameras
-from ..store import Store, credentials
+from ..store import Store, credentials_table
 from .oauth import TokenKeeper
 from .sdm import SdmClient
 
@@ -65,7 +65,7 @@ class DeviceSync:
     async def run_periodically(self) -> None:
         while True:
             async with self._store.begin() as conn:
-                ids = (await conn.execute(sa.select(credentials.c.id))).scalars().all()
+                ids = (await conn.execute(sa.select(credentials_table.c.id))).scalars().all()
             for credential_id in ids:
                 if self._keeper.is_authenticated(credential_id):
                     self.spawn(credential_id)
@@ -78,8 +78,8 @@ class DeviceSync:
 
     async def _sync(self, credential_id: int) -> int:
         async with self._store.begin() as conn:
-            project = (await conn.execute(sa.select(credentials.c.dac_project_id).where(
-                credentials.c.id == credential_id))).scalar_one_or_none()
+            project = (await conn.execute(sa.select(credentials_table.c.dac_project_id).where(
+                credentials_table.c.id == credential_id))).scalar_one_or_none()
         if project is None:
             return -1
         try:
