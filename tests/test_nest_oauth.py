@@ -17,7 +17,7 @@ import socketio
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
+from nestmtx_sidecar.modules.credential_consent import CALLBACK_PATH
 from nestmtx_sidecar.store import credentials_table, utcnow
 from tests.conftest import Events, RunningSidecar, make_settings, serve_in_loop
 from tests.doors import HttpDoor, open_door
@@ -309,18 +309,18 @@ async def test_a_state_expires_after_ten_minutes(tmp_path):
     async with FakeGoogle().serve() as google, \
             nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
                 running, events, client):
-        module = running.sidecar.credentials
+        consents = running.sidecar.credentials.consents
         created = await add_credential(client, google)
         late = await _consent_url(client, running, google, created["id"])
-        module.clock = lambda: utcnow() + dt.timedelta(minutes=10, seconds=5)
+        consents.clock = lambda: utcnow() + dt.timedelta(minutes=10, seconds=5)
         expired = await _follow(late)
         assert expired.status_code == 400 and "expired" in expired.text
         assert google.count("token") == 0
-        module.clock = utcnow
+        consents.clock = utcnow
         assert "already used" in (await _follow(late)).text  # consumed all the same
 
         in_time = await _consent_url(client, running, google, created["id"])
-        module.clock = lambda: utcnow() + dt.timedelta(minutes=9, seconds=50)
+        consents.clock = lambda: utcnow() + dt.timedelta(minutes=9, seconds=50)
         page = await _follow(in_time)
         assert page.status_code == 200 and "Authorized" in page.text
         await events.wait("credentials", "authenticated")

@@ -17,7 +17,8 @@ from ..errors import (
     SecretUnreadable,
     SidecarError,
 )
-from ..modules.credentials import Consent, Credentials
+from ..modules.credential_consent import Consent
+from ..modules.credentials import Credentials
 from ..store import utcnow
 from .json_body import json_object
 from .oauth import TokenKeeper
@@ -43,7 +44,7 @@ class ConsentCallback:
         refusal: SidecarError | None = None
         if state:  # consumed first, whatever follows: a state works for one callback only
             try:
-                consent = await self._credentials.consume_consent(state)
+                consent = await self._credentials.consents.consume(state)
             except SidecarError as exc:
                 refusal = exc
                 logger.warning("OAuth callback refused: %s", exc.message)

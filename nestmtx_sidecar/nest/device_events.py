@@ -22,7 +22,8 @@ import tenacity
 
 from ..errors import GoogleAuthError, GoogleNotFound
 from ..events import Event, EventBus
-from ..modules.credentials import NO_EVENTS_WARNING, Credentials, pubsub_names
+from ..modules.credential_pubsub import NO_EVENTS_WARNING, pubsub_names
+from ..modules.credentials import Credentials
 from ..store import Store, cameras_table, credentials_table, utcnow
 from .event_ledger import EventLedger
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia

@@ -21,7 +21,7 @@ from google.oauth2.credentials import Credentials as GoogleCredentials
 from ..errors import GoogleAuthError, SecretUnreadable
 from ..events import Event, EventBus
 from ..metrics import TOKEN_REFRESHES
-from ..modules.credentials import Credentials
+from ..modules.credentials import Credentials, CredentialSecrets
 from ..security import Redactor
 from ..store import Store, as_utc, credentials_table, utcnow
 from .json_body import json_object
@@ -107,6 +107,16 @@ class _Account:
     unreachable_reported: bool = False
     task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def of(cls, row: Any, secrets: CredentialSecrets, token_uri: str) -> _Account:
+        expiry = as_utc(row.token_expiry)
+        return cls(id=row.id, description=row.description, google=GoogleCredentials(
+            token=secrets.access_token, refresh_token=secrets.refresh_token,
+            token_uri=token_uri, client_id=row.oauth_client_id,
+            client_secret=secrets.client_secret,
+            expiry=expiry.replace(tzinfo=None) if expiry else None),  # naive UTC there
+            expiry=expiry, authenticated_before=row.authenticated_at is not None)
+
     def seconds_left(self) -> float:
         if self.google.token is None or self.expiry is None:
             return 0.0
@@ -139,7 +149,8 @@ class TokenKeeper:
     async def start(self) -> None:
         async with self._store.begin() as conn:
             ids = (await conn.execute(
-                sa.select(credentials_table.c.id).where(credentials_table.c.refresh_token.is_not(None))
+                sa.select(credentials_table.c.id)
+                .where(credentials_table.c.refresh_token.is_not(None))
             )).scalars().all()
         for credential_id in ids:
             await self.load(credential_id)
@@ -195,17 +206,7 @@ class TokenKeeper:
             return
         self._redactor.hold(("credential", row.id), secrets.refresh_token, secrets.access_token,
                             secrets.client_secret)
-        expiry = as_utc(row.token_expiry)
-        account = _Account(
-            id=row.id, description=row.description,
-            google=GoogleCredentials(
-                token=secrets.access_token, refresh_token=secrets.refresh_token,
-                token_uri=self.token_uri, client_id=row.oauth_client_id,
-                client_secret=secrets.client_secret,
-                expiry=expiry.replace(tzinfo=None) if expiry else None),  # naive UTC there
-            expiry=expiry,
-            authenticated_before=row.authenticated_at is not None,
-        )
+        account = _Account.of(row, secrets, self.token_uri)
         replaced, self._accounts[credential_id] = self._accounts.get(credential_id), account
         await _stop_refreshing(replaced)
         if row.auth_error == INVALID_GRANT_MESSAGE or not self.active:
@@ -241,7 +242,8 @@ class TokenKeeper:
         refreshing here), forget ones they deleted."""
         async with self._store.begin() as conn:
             ids = set((await conn.execute(
-                sa.select(credentials_table.c.id).where(credentials_table.c.refresh_token.is_not(None))
+                sa.select(credentials_table.c.id)
+                .where(credentials_table.c.refresh_token.is_not(None))
             )).scalars().all())
         for credential_id in set(self._accounts) - ids:
             await self.forget(credential_id)
@@ -317,12 +319,7 @@ class TokenKeeper:
 
     async def _refused(self, account: _Account, exc: google.auth.exceptions.RefreshError
                        ) -> None:
-        body = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
-        reason = str(body.get("error") or "refresh_failed")
-        if reason == "invalid_grant":
-            message = INVALID_GRANT_MESSAGE
-        else:
-            message = f"Google refused to refresh the token: {self._redactor(str(exc.args[0]))}"
+        reason, message = _refusal(exc, self._redactor)
         TOKEN_REFRESHES.labels("refused").inc()
         logger.error("credential %d (%s): %s", account.id, account.description, message)
         await self._credentials.token_refused(account.id, message)
@@ -334,6 +331,15 @@ class TokenKeeper:
                        **extra: str) -> None:
         await self._bus.publish(Event("credentials", event, credential_id,
                                       {"description": description, **extra}))
+
+
+def _refusal(exc: google.auth.exceptions.RefreshError, redactor: Redactor) -> tuple[str, str]:
+    """(reason, message) of a refused refresh: Google's OAuth error code, what to do."""
+    body = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    reason = str(body.get("error") or "refresh_failed")
+    if reason == "invalid_grant":
+        return reason, INVALID_GRANT_MESSAGE
+    return reason, f"Google refused to refresh the token: {redactor(str(exc.args[0]))}"
 
 
 async def _stop_refreshing(account: _Account | None) -> None:
