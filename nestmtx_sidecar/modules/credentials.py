@@ -129,6 +129,8 @@ class Credentials(Module):
     contract = Contract(
         bodies={"create": (_CREATE,), "update": (_UPDATE, AUTHORIZE)},
         replies={**entity_replies(ITEM), "update": {"oneOf": [ITEM, CONSENT_URL]}},
+        failures={"update": {409: "With `{origin}`: the stored client secret cannot be "
+                             "decrypted (NESTMTX_APP_KEY changed), `secret_unreadable`."}},
         sortable=frozenset(_SORTABLE),
     )
 

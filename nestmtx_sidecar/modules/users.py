@@ -25,8 +25,8 @@ _CREATE = Body((
     Field("can_login", "boolean", description="Whether the user may log in (default true)."),
 ))
 _UPDATE = _CREATE.optional()
-_SORTABLE = {key: users_table.c[key] for key in (
-    "id", "username", "can_login", "created_at", "updated_at")}
+_PUBLIC_COLUMNS = ("id", "username", "can_login", "created_at", "updated_at")  # no hash
+_SORTABLE = {key: users_table.c[key] for key in _PUBLIC_COLUMNS}
 ITEM = record({"id": ID_SCHEMA, "username": {"type": "string"}, "can_login": {"type": "boolean"},
                "created_at": DATE_TIME, "updated_at": DATE_TIME}, "A user who may log in.")
 
@@ -36,7 +36,7 @@ def _item(row: Any) -> dict[str, Any]:
             "created_at": isoformat(row.created_at), "updated_at": isoformat(row.updated_at)}
 
 
-_PUBLIC = sa.select(*_SORTABLE.values())  # every column but the password hash
+_PUBLIC = sa.select(*(users_table.c[key] for key in _PUBLIC_COLUMNS))
 
 
 class Users(Module):
