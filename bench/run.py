@@ -137,19 +137,19 @@ async def seed_sidecar(env: dict[str, str]) -> None:
     """A credential and an enabled camera at CAMERA_PATH, so events carry an entity."""
     from nestmtx_sidecar.config import load_settings
     from nestmtx_sidecar.security import SecretBox
-    from nestmtx_sidecar.storage.store import Store, cameras, credentials
+    from nestmtx_sidecar.storage.store import Store, cameras_table, credentials_table
 
     settings = load_settings(environ=env)
     store = Store(settings.resolved_database_url)
     try:
         await store.migrate()
         async with store.begin() as conn:
-            credential = (await conn.execute(credentials.insert().values(
+            credential = (await conn.execute(credentials_table.insert().values(
                 description="bench", oauth_client_id="bench.apps.googleusercontent.com",
                 oauth_client_secret=SecretBox(settings.app_key).encrypt("bench-secret"),
                 dac_project_id="bench"))).inserted_primary_key[0]
             for path in (CAMERA_PATH, *(f"{CAMERA_PATH}-{n}" for n in range(POSTERS))):
-                await conn.execute(cameras.insert().values(
+                await conn.execute(cameras_table.insert().values(
                     credential_id=credential, uid=f"enterprises/bench/devices/{path}",
                     name=path, mtx_path=path, is_enabled=True, protocols=["RTSP"]))
     finally:

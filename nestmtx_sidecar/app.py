@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import socketio
-import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -53,7 +51,7 @@ from .socketio import (
     fast_manager_class,
 )
 from .storage.lease import make_lease
-from .storage.store import Store, users
+from .storage.store import Store
 
 if TYPE_CHECKING:
     from .mqtt import MqttBridge
@@ -80,6 +78,7 @@ class Sidecar:
         self.hasher = PasswordHasher()
         self.login_guard = LoginGuard()
         self.auth = Auth(self.store, settings.token_ttl, self.hasher, self.login_guard)
+        self.users = Users(self.store, self.auth, self.hasher)
         self.cameras = Cameras(self.store)
         self.credentials = Credentials(self.store, self.box, self.redactor,
                                        settings.google_consent_url)
@@ -91,7 +90,7 @@ class Sidecar:
         if self.redis is not None:
             checks["redis"] = self._ping_redis
         self.dispatcher = Dispatcher([
-            self.auth, Users(self.store, self.auth, self.hasher), self.cameras, self.credentials,
+            self.auth, self.users, self.cameras, self.credentials,
             Health(checks, self._status), Version(), ConsoleSettings(settings),
         ])
         # Events cross replicas in a Redis stream (ordered, replayable); logs and other emits
@@ -193,25 +192,12 @@ class Sidecar:
 
     async def _ensure_admin(self) -> None:
         """Create or update the configured admin; with none configured and no users, make one."""
-        username, password = self.settings.admin_username, self.settings.admin_password
-        async with self.store.begin() as conn:
-            existing = (await conn.execute(
-                sa.select(users.c.id).where(users.c.username == username)
-            )).scalar_one_or_none()
-            if not password:
-                if (await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar():
-                    return
-                password = secrets.token_urlsafe(12)
-                self.redactor.pin(password)  # shown once below, never in a log line
-                _announce(f"Created user {username!r} with password {password} "
-                          "(shown once; set NESTMTX_ADMIN_PASSWORD to choose your own)")
-            password_hash = await self.hasher.hash(password)
-            if existing is None:
-                await conn.execute(users.insert().values(
-                    username=username, password_hash=password_hash, can_login=True))
-            else:
-                await conn.execute(users.update().where(users.c.id == existing)
-                                   .values(password_hash=password_hash, can_login=True))
+        username = self.settings.admin_username
+        made = await self.users.ensure_admin(username, self.settings.admin_password)
+        if made is not None:
+            self.redactor.pin(made)  # shown once below, never in a log line
+            _announce(f"Created user {username!r} with password {made} "
+                      "(shown once; set NESTMTX_ADMIN_PASSWORD to choose your own)")
 
 
 def _announce(message: str) -> None:

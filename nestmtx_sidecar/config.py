@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from cryptography.fernet import Fernet
 
+from .errors import ConfigError
 from .modules.users import MIN_PASSWORD
 from .security.client_address import Network, parse_networks
 from .storage.private_files import private_dir, private_file
@@ -23,10 +24,6 @@ from .storage.private_files import private_dir, private_file
 ENV_PREFIX = "NESTMTX_"
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 SQLITE_FILE = "sidecar.db"  # the default database, in the data dir
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message names the key."""
 
 
 @dataclass(frozen=True)

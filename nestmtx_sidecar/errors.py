@@ -1,4 +1,20 @@
-"""The service's error hierarchy; each door maps it to its wire form in one place."""
+"""The service's one error tree; each door turns it into its wire form in one place.
+
+    SidecarError                 root: a message safe to show, `details`, its wire status/code
+    ├── BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Invalid, TooManyRequests,
+    │   Unavailable              what a request is answered with
+    ├── SecretUnreadable         a stored secret does not decrypt with this app key
+    ├── ConfigError              a setting is wrong: the process does not start
+    ├── DatabaseUnreachable      a command line tool cannot reach or read the database
+    └── GoogleError              a call to Google (OAuth, SDM, Pub/Sub) failed
+        ├── GoogleAuthError      no usable token, 401/403, invalid_grant, a missing scope
+        ├── GoogleApiError       another error answer: GoogleNotFound, GoogleInvalidArgument,
+        │                        GoogleFailedPrecondition, GoogleAlreadyExists, GoogleRateLimited
+        ├── GoogleUnreachable    5xx, timeouts, refused connections, unusable answers: retry
+        └── QuotaExhausted       our own limiter found no slot before the deadline
+
+Only `status` and `code` reach the wire with the message; doors add their own headers.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +22,7 @@ from typing import Any
 
 
 class SidecarError(Exception):
-    """An error a client caused or may act on; its message is safe to show."""
+    """An error the service raises on purpose; its message is safe to show."""
 
     status = 400
     code = "bad_request"
@@ -57,6 +73,97 @@ class TooManyRequests(SidecarError):
 
 class Unavailable(SidecarError):
     status, code = 503, "unavailable"
+
+
+class SecretUnreadable(SidecarError):
+    """A secret stored encrypted does not decrypt: NESTMTX_APP_KEY is not the key it was
+    encrypted with. A conflict of the stored state, which re-entering the secret resolves."""
+
+    status, code = 409, "secret_unreadable"
+
+
+class ConfigError(SidecarError):
+    """A setting (file or NESTMTX_* variable) is wrong; the message names it."""
+
+    status, code = 500, "config"
+
+
+class DatabaseUnreachable(SidecarError):
+    status, code = 503, "database_unreachable"
+
+
+class GoogleError(SidecarError):
+    """A failed call to Google. `reason` is the machine code sent to subscribers: Google's
+    status (`failed_precondition`, `invalid_grant`), else the kind's own."""
+
+    status, code = 502, "google_error"
+    retryable = False
+    default_reason = "google_error"
+
+    def __init__(self, message: str, google_status: str = "", http_status: int = 0) -> None:
+        super().__init__(message)
+        self.google_status = google_status  # e.g. NOT_FOUND, invalid_grant; "" if none came
+        self.http_status = http_status  # Google's answer; 0 if none came
+
+    @property
+    def reason(self) -> str:
+        return (self.google_status or self.default_reason).lower()
+
+
+class GoogleAuthError(GoogleError):
+    """Google does not accept the credential: no usable access token, 401/403, a refused
+    grant or code; re-authorizing (or granting access) is the way out."""
+
+    default_reason = "unauthenticated"
+
+    @property
+    def missing_scope(self) -> bool:
+        """A 403 for a scope the grant lacks (e.g. Pub/Sub): the consent must be given again."""
+        return self.http_status == 403 and "scope" in self.message.lower()
+
+
+class GoogleApiError(GoogleError):
+    """Google answered a call with an error (`google_status`, `http_status`)."""
+
+
+class GoogleNotFound(GoogleApiError):
+    """404: the device, project, topic or subscription does not exist for this credential."""
+
+
+class GoogleInvalidArgument(GoogleApiError):
+    """400 INVALID_ARGUMENT."""
+
+
+class GoogleFailedPrecondition(GoogleApiError):
+    """400 FAILED_PRECONDITION, e.g. a stream that has expired or cannot be extended."""
+
+
+class GoogleAlreadyExists(GoogleApiError):
+    """409 ALREADY_EXISTS (Pub/Sub: the topic or subscription is there already)."""
+
+
+class GoogleRateLimited(GoogleApiError):
+    """429 RESOURCE_EXHAUSTED from Google, or our own pause after one."""
+
+
+class GoogleUnreachable(GoogleError):
+    """5xx, timeouts, refused connections, answers that are not JSON: worth another try."""
+
+    status, code = 504, "google_unreachable"
+    retryable = True
+    default_reason = "unavailable"
+
+
+class QuotaExhausted(GoogleError):
+    """Our own limiter found no slot before the caller's deadline: Google was not called."""
+
+    status, code = 503, "quota_exhausted"
+    default_reason = "quota"
+
+    def __init__(self, retry_after: float | None) -> None:
+        when = f"in {retry_after:.1f} s" if retry_after is not None else "after queued calls"
+        super().__init__(f"Google's command quota is used up; a slot frees {when}")
+        self.retry_after = retry_after
 
 
 def internal_error() -> dict[str, Any]:

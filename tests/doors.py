@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from nestmtx_sidecar.app import Sidecar
 from nestmtx_sidecar.errors import SidecarError
-from nestmtx_sidecar.storage.store import cameras, credentials
+from nestmtx_sidecar.storage.store import cameras_table, credentials_table
 
 # The HTTP status each error code must come with (errors.py is the one source of truth).
 STATUS = {cls.code: cls.status for cls in (SidecarError, *SidecarError.__subclasses__())}
@@ -133,7 +133,7 @@ async def open_door(kind: str, url: str, token: str | None) -> HttpDoor | Socket
 async def insert_credential(sidecar: Sidecar, description: str = "home") -> int:
     """A credentials row for cameras to belong to (secrets encrypted as the module would)."""
     async with sidecar.store.begin() as conn:
-        result = await conn.execute(credentials.insert().values(
+        result = await conn.execute(credentials_table.insert().values(
             description=description, oauth_client_id="client-id.apps.googleusercontent.com",
             oauth_client_secret=sidecar.box.encrypt("client-secret-value"),
             dac_project_id="project-id"))
@@ -143,7 +143,7 @@ async def insert_credential(sidecar: Sidecar, description: str = "home") -> int:
 async def insert_camera(sidecar: Sidecar, credential_id: int, uid: str, **values: Any) -> int:
     """Camera rows straight into the store: device sync is not what these tests are about."""
     async with sidecar.store.begin() as conn:
-        result = await conn.execute(cameras.insert().values(
+        result = await conn.execute(cameras_table.insert().values(
             credential_id=credential_id, uid=uid, **values))
         return result.inserted_primary_key[0]
 

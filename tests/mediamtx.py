@@ -233,13 +233,13 @@ def curl_path(directory: Path) -> str:
 async def add_camera(store: Any, mtx_path: str, name: str = "Front door", enabled: bool = True,
                      persistent: bool = False, protocols: tuple[str, ...] = ("RTSP",)) -> int:
     """A camera row as device sync would leave it (with its credential); returns its id."""
-    from nestmtx_sidecar.storage.store import cameras, credentials
+    from nestmtx_sidecar.storage.store import cameras_table, credentials_table
 
     async with store.begin() as conn:
-        credential_id = (await conn.execute(credentials.insert().values(
+        credential_id = (await conn.execute(credentials_table.insert().values(
             description=f"for {mtx_path}", oauth_client_id="client", oauth_client_secret="x",
             dac_project_id="project"))).inserted_primary_key[0]
-        return (await conn.execute(cameras.insert().values(
+        return (await conn.execute(cameras_table.insert().values(
             credential_id=credential_id, uid=f"enterprises/p/devices/{mtx_path}", name=name,
             protocols=list(protocols), mtx_path=mtx_path, is_enabled=enabled,
             is_persistent=persistent))).inserted_primary_key[0]

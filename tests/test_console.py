@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from nestmtx_sidecar.console import STATIC
-from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
+from nestmtx_sidecar.modules.credential_consent import CALLBACK_PATH
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import FakeGoogle, camera, jpeg
 from tests.mediamtx import MediaMTX, add_camera, busybox_path, hook_settings

@@ -18,7 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from nestmtx_sidecar.events import isoformat
-from nestmtx_sidecar.storage.store import credentials, utcnow
+from nestmtx_sidecar.storage.store import credentials_table, utcnow
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import PUBSUB_SCOPE, SDM_SCOPE, FakeGoogle, camera
 from tests.fakes.pubsub import FakePubSub, Subscription
@@ -129,7 +129,8 @@ async def test_set_up_creates_topic_grant_and_subscription_then_lists_devices(
         # Nothing in the 10 minutes after set-up: the reply warns that the topic is likely
         # not entered in the Device Access Console.
         async with e.running.sidecar.store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == credential["id"])
+            await conn.execute(credentials_table.update()
+                               .where(credentials_table.c.id == credential["id"])
                                .values(pubsub_ready_at=utcnow() - dt.timedelta(minutes=11)))
         pubsub = (await read(e, credential["id"]))["pubsub"]
         assert pubsub["status"] == "no_events"

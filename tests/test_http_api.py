@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from nestmtx_sidecar.http.api import MAX_BODY
 from nestmtx_sidecar.security import token_digest
-from nestmtx_sidecar.storage.store import access_tokens
+from nestmtx_sidecar.storage.store import access_tokens_table
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
 
 
@@ -38,8 +38,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 async def expire(server: RunningSidecar, token: str) -> None:
     """Move a token's expiry into the past, as time would."""
     async with server.sidecar.store.begin() as conn:
-        await conn.execute(access_tokens.update()
-                           .where(access_tokens.c.digest == token_digest(token))
+        await conn.execute(access_tokens_table.update()
+                           .where(access_tokens_table.c.digest == token_digest(token))
                            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
 
 
@@ -58,7 +58,7 @@ async def test_login_returns_an_expiring_bearer(client: httpx.AsyncClient,
         dt.timedelta(seconds=5)
     # Stored hashed: the database never holds the bearer itself.
     async with server.sidecar.store.begin() as conn:
-        digests = (await conn.execute(sa.select(access_tokens.c.digest))).scalars().all()
+        digests = (await conn.execute(sa.select(access_tokens_table.c.digest))).scalars().all()
     assert digests == [token_digest(body["bearer"])] and body["bearer"] not in digests
     assert (await client.get("/api/users", headers=bearer(body["bearer"]))).status_code == 200
 

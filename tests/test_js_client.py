@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from nestmtx_sidecar.security import token_digest
-from nestmtx_sidecar.storage.store import access_tokens
+from nestmtx_sidecar.storage.store import access_tokens_table
 from tests.conftest import RunningSidecar
 from tests.services import ROOT, require, require_binary
 
@@ -82,7 +82,7 @@ async def test_rejected_tokens_get_connect_error(server: RunningSidecar, token: 
     assert await refusal(server, revoked, placement) == "Invalid or revoked token"
 
     async with server.sidecar.store.begin() as conn:
-        await conn.execute(access_tokens.update()
-                           .where(access_tokens.c.digest == token_digest(token))
+        await conn.execute(access_tokens_table.update()
+                           .where(access_tokens_table.c.digest == token_digest(token))
                            .values(expires_at=dt.datetime.now(dt.UTC)))
     assert await refusal(server, token, placement) == "Token expired"

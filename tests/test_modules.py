@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from nestmtx_sidecar.storage.store import access_tokens, users
+from nestmtx_sidecar.modules.cameras import CameraRef
+from nestmtx_sidecar.nest.sync import camera_values
+from nestmtx_sidecar.storage.store import access_tokens_table, users_table
 from tests.conftest import RunningSidecar
 from tests.doors import (
     HttpDoor,
@@ -105,7 +108,7 @@ async def test_cannot_delete_the_last_user(server: RunningSidecar) -> None:
     with pytest.raises(Exception, match="last user") as caught:
         await users_module.call("delete", None, 1, None)
     assert getattr(caught.value, "code", None) == "forbidden"
-    assert await count_rows(server.sidecar, users) == 1
+    assert await count_rows(server.sidecar, users_table) == 1
 
 
 async def test_password_change_ends_the_users_other_sessions(
@@ -161,6 +164,48 @@ async def test_cameras_list_read_update(door: HttpDoor | SocketDoor, camera_ids:
     assert (updated["mtx_path"], updated["is_enabled"], updated["is_persistent"]) == (
         "home/front-door_1.cam:main~x", True, True)
     assert (await door.call("cameras", "read", entity=camera_ids[0])).ok() == updated
+
+
+def _device(uid: str, name: str) -> dict:
+    """A camera as SDM's devices.list answers it."""
+    return {"name": uid, "type": "sdm.devices.types.DOORBELL", "traits": {
+        "sdm.devices.traits.Info": {"customName": name},
+        "sdm.devices.traits.CameraLiveStream": {"supportedProtocols": ["WEB_RTC"]}}}
+
+
+async def test_a_device_sync_reaches_camera_listeners_and_the_path_cache(
+        door: HttpDoor | SocketDoor, server: RunningSidecar) -> None:
+    """The cameras module tells its listeners and forgets cached paths itself: no caller of
+    sync_devices has to."""
+    cameras = server.sidecar.cameras
+    heard: list[tuple] = []
+
+    async def listener(before: CameraRef | None, after: CameraRef | None) -> None:
+        heard.append((before, after))
+
+    cameras.on_change(listener)
+    credential = await insert_credential(server.sidecar)
+    uid = "enterprises/p/devices/porch"
+    assert await cameras.sync_devices(credential, {uid: camera_values(_device(uid, "Porch"))}
+                                      ) == []
+    assert heard == []  # a new camera starts disabled: nothing to follow yet
+    camera = (await door.call("cameras", "list")).ok()["items"][0]
+    (await door.call("cameras", "update", entity=camera["id"],
+                     payload={"mtx_path": "porch", "is_enabled": True})).ok()
+    heard.clear()
+    served = await cameras.by_path("porch")  # cached now, for 2 s
+    assert served is not None and served.name == "Porch"
+
+    await cameras.sync_devices(credential, {uid: camera_values(_device(uid, "Front door"))})
+    renamed = await cameras.by_path("porch")
+    assert renamed == dataclasses.replace(served, name="Front door")
+    assert heard == [(served, renamed)]
+
+    gone = await cameras.sync_devices(credential, {})
+    assert gone == [renamed]
+    assert len(heard) == 2 and heard[1][0] == renamed
+    read = (await door.call("cameras", "read", entity=camera["id"])).ok()
+    assert (read["name"], read["is_missing"], read["mtx_path"]) == ("Front door", True, "porch")
 
 
 @pytest.mark.parametrize("path", [
@@ -407,6 +452,6 @@ async def test_deleting_a_user_revokes_their_tokens(server: RunningSidecar,
     viewer = (await door.call("users", "create", payload={
         "username": "viewer", "password": "long enough pw"})).ok()
     await server.login("viewer", "long enough pw")
-    before = await count_rows(server.sidecar, access_tokens)
+    before = await count_rows(server.sidecar, access_tokens_table)
     (await door.call("users", "delete", entity=viewer["id"])).ok()
-    assert await count_rows(server.sidecar, access_tokens) == before - 1
+    assert await count_rows(server.sidecar, access_tokens_table) == before - 1

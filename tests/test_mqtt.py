@@ -19,11 +19,12 @@ import aiomqtt
 import httpx
 import pytest
 import socketio
+import sqlalchemy as sa
 
 from nestmtx_sidecar.config import ConfigError
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.mqtt import LOGIN_REFUSED, Broker, MqttBridge
-from nestmtx_sidecar.storage.store import cameras
+from nestmtx_sidecar.storage.store import cameras_table
 from tests.conftest import RunningSidecar, make_settings, serve_in_loop
 from tests.services import free_port, require, start_sidecar, wait_for_port
 
@@ -163,17 +164,20 @@ async def mqtt_server(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Runnin
 
 async def add_camera(server: RunningSidecar, path: str, name: str = "Front door"
                      ) -> tuple[int, int]:
-    """A credential (through its module) and an enabled camera row, announced as sync does."""
+    """A credential and an enabled camera, through their modules as device sync and a user
+    would make them."""
     sidecar = server.sidecar
     credential = await sidecar.credentials.create(None, {
         "description": "Home", "oauth_client_id": "client.apps.googleusercontent.com",
         "oauth_client_secret": "client-secret-value", "dac_project_id": "project-id"})
+    uid = f"enterprises/project-id/devices/{path}"
+    await sidecar.cameras.sync_devices(credential["id"], {uid: {
+        "name": name, "room": "Porch", "type": "sdm.devices.types.DOORBELL",
+        "protocols": ["RTSP"], "info": {}}})
     async with sidecar.store.begin() as conn:
-        camera_id = (await conn.execute(cameras.insert().values(
-            credential_id=credential["id"], uid=f"enterprises/project-id/devices/{path}",
-            name=name, room="Porch", type="sdm.devices.types.DOORBELL", protocols=["RTSP"],
-            mtx_path=path, is_enabled=True))).inserted_primary_key[0]
-    await sidecar.cameras.changed(None, await sidecar.cameras.get_ref(camera_id))
+        camera_id = (await conn.execute(sa.select(cameras_table.c.id).where(
+            cameras_table.c.uid == uid))).scalar_one()
+    await sidecar.cameras.update(None, camera_id, {"mtx_path": path, "is_enabled": True})
     return credential["id"], camera_id
 
 

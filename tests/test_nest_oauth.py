@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -14,10 +15,12 @@ import httpx
 import pytest
 import socketio
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
-from nestmtx_sidecar.modules.credentials import CALLBACK_PATH
-from nestmtx_sidecar.storage.store import credentials, utcnow
-from tests.conftest import RunningSidecar, make_settings, serve_in_loop
+from nestmtx_sidecar.modules.credential_consent import CALLBACK_PATH
+from nestmtx_sidecar.storage.store import credentials_table, utcnow
+from tests.conftest import Events, RunningSidecar, make_settings, serve_in_loop
+from tests.doors import HttpDoor, open_door
 from tests.fakes.google import FakeGoogle, pkce_challenge
 from tests.nest_support import add_credential, nest_sidecar
 from tests.services import create_database, free_port
@@ -216,7 +219,7 @@ async def test_consent_url_carries_a_pkce_challenge_whose_verifier_is_encrypted_
         query = _query(await _consent_url(client, running, google, created["id"]))
         assert query["code_challenge_method"] == "S256"
         async with running.sidecar.store.begin() as conn:
-            row = (await conn.execute(sa.select(credentials))).one()
+            row = (await conn.execute(sa.select(credentials_table))).one()
         stored = row.oauth_code_verifier
         verifier = running.sidecar.box.decrypt(stored)
         assert 43 <= len(verifier) <= 128 and verifier not in stored
@@ -306,18 +309,18 @@ async def test_a_state_expires_after_ten_minutes(tmp_path):
     async with FakeGoogle().serve() as google, \
             nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
                 running, events, client):
-        module = running.sidecar.credentials
+        consents = running.sidecar.credentials.consents
         created = await add_credential(client, google)
         late = await _consent_url(client, running, google, created["id"])
-        module.clock = lambda: utcnow() + dt.timedelta(minutes=10, seconds=5)
+        consents.clock = lambda: utcnow() + dt.timedelta(minutes=10, seconds=5)
         expired = await _follow(late)
         assert expired.status_code == 400 and "expired" in expired.text
         assert google.count("token") == 0
-        module.clock = utcnow
+        consents.clock = utcnow
         assert "already used" in (await _follow(late)).text  # consumed all the same
 
         in_time = await _consent_url(client, running, google, created["id"])
-        module.clock = lambda: utcnow() + dt.timedelta(minutes=9, seconds=50)
+        consents.clock = lambda: utcnow() + dt.timedelta(minutes=9, seconds=50)
         page = await _follow(in_time)
         assert page.status_code == 200 and "Authorized" in page.text
         await events.wait("credentials", "authenticated")
@@ -383,3 +386,55 @@ async def test_google_refuses_an_unknown_client_or_redirect_uri(tmp_path):
             unknown = await browser.get(url.replace(google.client_id, "someone-else"))
             assert unknown.status_code == 400 and "invalid_client" in unknown.text
         assert google.count("token") == 0
+
+
+async def test_a_changed_app_key_names_the_cause_and_the_way_out(tmp_path):
+    """Secrets stored under another NESTMTX_APP_KEY: the sidecar starts, the log, the
+    credential and the refused consent say so (never 'Authorization failed'), nothing leaks,
+    and re-entering the client secret then authorizing again works."""
+    async with FakeGoogle().serve() as google:
+        settings = make_settings(tmp_path, google_token_uri=google.token_endpoint,
+                                 sdm_api_url=google.sdm_url,
+                                 google_consent_url=google.consent_url)
+        async with nest_sidecar(tmp_path, google, port=settings.port) as (_, events, client):
+            created = await add_credential(client, google, google.issue_refresh_token())
+            await events.wait("credentials", "authenticated")
+        old_key = (settings.data_dir / "app_key").read_text().strip()  # generated at first
+        new_key = Fernet.generate_key().decode()
+        async with serve_in_loop(dataclasses.replace(settings, app_key=new_key)) as running:
+            token = await running.login()
+            logs = "\n".join(entry["msg"] for entry in running.sidecar.log_stream.recent)
+            cause = f"The stored secrets of credential {created['id']} (Home) cannot be decrypted"
+            assert cause in logs and "NESTMTX_APP_KEY" in logs
+            read = (await HttpDoor(running.url, token).call(
+                "credentials", "read", created["id"])).ok()
+            assert read["authenticated"] is False and read["auth_error"].startswith(cause)
+            replies = []
+            for kind in ("http", "socketio"):
+                door = await open_door(kind, running.url, token)
+                try:
+                    reply = await door.call("credentials", "update", created["id"],
+                                            {"origin": running.url})
+                finally:
+                    await door.close()
+                error = reply.error("secret_unreadable")
+                assert reply.status in (409, None)  # HTTP: 409; Socket.IO has no status
+                assert error["message"].startswith(cause)
+                assert "previous NESTMTX_APP_KEY" in error["message"]
+                assert "oauth_client_secret" in error["message"]
+                replies.append(reply.body)
+            _assert_nothing_secret(google, logs, str(read), str(replies))
+            for text in (logs, str(read), str(replies)):
+                assert old_key not in text and new_key not in text  # neither key
+
+            async with httpx.AsyncClient(base_url=running.url, timeout=30,
+                                         headers={"Authorization": f"Bearer {token}"}) as api:
+                events = Events.subscribed(running.sidecar.bus)
+                again = await api.put(f"/api/credentials/{created['id']}",
+                                      json={"oauth_client_secret": google.client_secret})
+                assert again.status_code == 200, again.text
+                page = await _follow(await _consent_url(api, running, google, created["id"]))
+                assert page.status_code == 200 and "Authorized" in page.text, page.text
+                await events.wait("credentials", "authenticated")
+                read = (await api.get(f"/api/credentials/{created['id']}")).json()
+                assert read["authenticated"] is True and read["auth_error"] is None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.fernet import Fernet
 
 from tests.fakes.google import FakeGoogle, camera
 from tests.mediamtx import MediaMTX, hook_settings
@@ -90,6 +91,27 @@ async def test_restarted_sidecar_resumes_and_keeps_extending(tmp_path: Path) -> 
     assert all(0.6 * lifetime < gap < lifetime for gap in gaps), gaps  # before each expiry
     assert google.count("GenerateRtspStream") == 1  # never a new stream
     assert google.count("StopRtspStream", status=200) == 1  # the second one's SIGTERM
+
+
+async def test_a_stream_stored_under_another_app_key_is_dropped_and_the_sidecar_goes_on(
+        tmp_path: Path) -> None:
+    google = FakeGoogle(stream_lifetime=60)
+    async with google.serve():
+        env = process_env(google, tmp_path / "data")
+        first, _ = await demanded(google, tmp_path, env)
+        first.stop(signal.SIGKILL)  # the session stays stored, encrypted with the first key
+        second = start_sidecar(tmp_path, {**env, "NESTMTX_APP_KEY": Fernet.generate_key().decode()})
+        try:
+            await wait_until(lambda: "its stored stream session is dropped" in second.log(), 15)
+            assert "resumed stream" not in second.log()
+            # The lease holder's loop lives on: a demand gets an answer saying what is wrong.
+            reply = await source(second, "front")
+            assert reply.status_code == 503, reply.text
+            assert "credential 1 is not authenticated with Google" in reply.text
+            assert "Traceback" not in second.log()
+        finally:
+            await stop(second)
+    assert google.count("ExtendRtspStream") == 0
 
 
 async def test_stream_expired_while_down_is_regenerated_not_extended(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from nestmtx_sidecar.nest.quota import QuotaExhausted, QuotaLimiter, Quotas
+from nestmtx_sidecar.errors import QuotaExhausted
+from nestmtx_sidecar.nest.quota import QuotaLimiter, Quotas
 
 
 def limiter(window: float = 1.0) -> QuotaLimiter:

@@ -18,7 +18,7 @@ import socketio
 from nestmtx_sidecar.events import Event
 from nestmtx_sidecar.security import token_digest
 from nestmtx_sidecar.socketio import door as socketio_door
-from nestmtx_sidecar.storage.store import access_tokens
+from nestmtx_sidecar.storage.store import access_tokens_table
 from tests.conftest import ADMIN_PASSWORD, RunningSidecar
 from tests.doors import REPLY_TIMEOUT, SocketDoor
 
@@ -107,8 +107,8 @@ async def revoke(server: RunningSidecar, token: str) -> None:
 
 async def set_expiry(server: RunningSidecar, token: str, seconds: float) -> None:
     async with server.sidecar.store.begin() as conn:
-        await conn.execute(access_tokens.update()
-                           .where(access_tokens.c.digest == token_digest(token))
+        await conn.execute(access_tokens_table.update()
+                           .where(access_tokens_table.c.digest == token_digest(token))
                            .values(expires_at=dt.datetime.now(dt.UTC)
                                    + dt.timedelta(seconds=seconds)))
 
@@ -321,8 +321,8 @@ async def test_a_token_revoked_elsewhere_drops_its_live_sockets_at_the_next_swee
         await client.connect(server.url, auth={"token": token})
         # Another replica (or the CLI) deleted the token: no revocation reached this process.
         async with server.sidecar.store.begin() as conn:
-            await conn.execute(access_tokens.delete()
-                               .where(access_tokens.c.digest == token_digest(token)))
+            await conn.execute(access_tokens_table.delete()
+                               .where(access_tokens_table.c.digest == token_digest(token)))
         assert await asyncio.wait_for(client.dropped, REPLY_TIMEOUT) == SERVER_DISCONNECT
     finally:
         sweep.cancel()

@@ -9,7 +9,12 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from nestmtx_sidecar.storage.store import Store, cameras, credentials, users
+from nestmtx_sidecar.storage.store import (
+    Store,
+    cameras_table,
+    credentials_table,
+    users_table,
+)
 from tests.conftest import RunningSidecar
 from tests.doors import HttpDoor, count_rows, insert_camera, insert_credential
 from tests.services import create_database, start_sidecar
@@ -41,9 +46,9 @@ async def test_crud_and_constraints(any_store_server: RunningSidecar) -> None:
 
         # Deleting credentials takes their cameras with them (foreign keys on SQLite too).
         (await door.call("credentials", "delete", entity=credential)).ok()
-        assert await count_rows(server.sidecar, cameras) == 0
+        assert await count_rows(server.sidecar, cameras_table) == 0
         (await door.call("users", "delete", entity=created["id"])).ok()
-        assert await count_rows(server.sidecar, users) == 1
+        assert await count_rows(server.sidecar, users_table) == 1
     finally:
         await door.close()
 
@@ -62,7 +67,7 @@ async def test_migrate_is_idempotent_and_adds_new_columns(any_store_server: Runn
     credential = await insert_credential(any_store_server.sidecar)
     await insert_camera(any_store_server.sidecar, credential, "devices/x", is_missing=True)
     async with store.begin() as conn:
-        assert (await conn.execute(sa.select(cameras.c.is_missing))).scalar_one() is True
+        assert (await conn.execute(sa.select(cameras_table.c.is_missing))).scalar_one() is True
 
 
 async def test_secrets_are_encrypted_in_the_database(any_store_server: RunningSidecar) -> None:
@@ -75,7 +80,7 @@ async def test_secrets_are_encrypted_in_the_database(any_store_server: RunningSi
     finally:
         await door.close()
     async with any_store_server.sidecar.store.begin() as conn:
-        row = (await conn.execute(sa.select(credentials))).mappings().one()
+        row = (await conn.execute(sa.select(credentials_table))).mappings().one()
     stored = " ".join(str(value) for value in row.values())
     assert "GOCSPX-store-secret" not in stored and "1//store-refresh-token" not in stored
     box = any_store_server.sidecar.box

@@ -8,14 +8,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..config import ConfigError, Settings, load_settings, with_generated_secrets
+from ..config import Settings, load_settings, with_generated_secrets
+from ..errors import ConfigError, DatabaseUnreachable
 from ..logs.setup import configure_logging
 from ..mediamtx.config import DEFAULT_HOOK
 from ..security import Redactor
-
-
-class DatabaseUnreachable(Exception):
-    """The store cannot be reached at start; the message says why, secrets redacted."""
 
 
 def check_database(settings: Settings, redactor: Redactor) -> None:
@@ -107,13 +104,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "mediamtx-config":
             import asyncio
 
-            from ..mediamtx.config import StoreUnreadable, generate
+            from ..mediamtx.config import generate
 
-            try:
-                sys.stdout.write(asyncio.run(generate(settings, args.hook)))
-            except StoreUnreadable as exc:
-                print(f"nestmtx-sidecar: {exc}", file=sys.stderr)
-                raise SystemExit(1) from None
+            sys.stdout.write(asyncio.run(generate(settings, args.hook)))
     except ConfigError as exc:
         print(f"nestmtx-sidecar: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

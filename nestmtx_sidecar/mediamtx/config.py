@@ -9,7 +9,8 @@ import sqlalchemy as sa
 import yaml
 
 from ..config import Settings
-from ..storage.store import Store, cameras
+from ..errors import DatabaseUnreachable
+from ..storage.store import Store, cameras_table
 
 DEFAULT_HOOK = "/hooks/nestmtx-hook"
 # MediaMTX's path setting -> the hook argument the script sends as.
@@ -54,17 +55,14 @@ def render(persistent_paths: list[str], hook: str = DEFAULT_HOOK) -> str:
     return HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
-class StoreUnreadable(Exception):
-    """The cameras could not be read; the message says from where and why."""
-
-
 async def persistent_paths(store: Store) -> list[str]:
     """mtx_path of every enabled, persistent camera."""
     async with store.begin() as conn:
         rows = await conn.execute(
-            sa.select(cameras.c.mtx_path)
-            .where(cameras.c.is_enabled, cameras.c.is_persistent, cameras.c.mtx_path.is_not(None))
-            .order_by(cameras.c.mtx_path))
+            sa.select(cameras_table.c.mtx_path)
+            .where(cameras_table.c.is_enabled, cameras_table.c.is_persistent,
+                   cameras_table.c.mtx_path.is_not(None))
+            .order_by(cameras_table.c.mtx_path))
         return [row.mtx_path for row in rows]
 
 
@@ -76,7 +74,7 @@ async def persistent_camera_paths(settings: Settings) -> list[str]:
     try:
         return await persistent_paths(store)
     except sa.exc.SQLAlchemyError as exc:
-        raise StoreUnreadable(f"cannot read cameras from the database: "
+        raise DatabaseUnreachable(f"cannot read cameras from the database: "
                               f"{getattr(exc, 'orig', None) or exc}") from None
     finally:
         await store.close()

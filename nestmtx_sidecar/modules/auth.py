@@ -12,7 +12,13 @@ from ..errors import Invalid, Unauthorized, field_error
 from ..events import isoformat
 from ..security import PasswordHasher, client_address, new_token, token_digest
 from ..security.login_guard import LoginGuard
-from ..storage.store import Store, access_tokens, as_utc, users, utcnow
+from ..storage.store import (
+    Store,
+    access_tokens_table,
+    as_utc,
+    users_table,
+    utcnow,
+)
 from . import ID_SCHEMA, Caller, Contract, Module
 from .schema import DATE_TIME, Body, Field, record
 
@@ -75,7 +81,7 @@ class Auth(Module):
         try:
             async with self._store.begin() as conn:
                 row = (await conn.execute(
-                    sa.select(users).where(users.c.username == username)
+                    sa.select(users_table).where(users_table.c.username == username)
                 )).first()
             stored = row.password_hash if row else _DUMMY_HASH
             # A disabled user's password is checked too and refused alike: the answer must
@@ -90,10 +96,11 @@ class Auth(Module):
         token = new_token()
         expires_at = utcnow() + self._ttl
         async with self._store.begin() as conn:
-            await conn.execute(access_tokens.insert().values(
+            await conn.execute(access_tokens_table.insert().values(
                 user_id=row.id, digest=token_digest(token), expires_at=expires_at
             ))
-            await conn.execute(access_tokens.delete().where(access_tokens.c.expires_at < utcnow()))
+            await conn.execute(access_tokens_table.delete().where(
+                access_tokens_table.c.expires_at < utcnow()))
         return {"bearer": token, "expiration": isoformat(expires_at), "user": user_summary(row)}
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
@@ -103,7 +110,7 @@ class Auth(Module):
                           [field_error("entity", "must be 'current'")])
         if caller is None:
             raise Unauthorized("Not logged in")
-        await self.revoke_tokens(access_tokens.c.id == caller.token_id)
+        await self.revoke_tokens(access_tokens_table.c.id == caller.token_id)
         return {"revoked": True}
 
     async def authenticate(self, token: str | None) -> Caller:
@@ -111,10 +118,11 @@ class Auth(Module):
             raise Unauthorized("A bearer token is required")
         async with self._store.begin() as conn:
             row = (await conn.execute(
-                sa.select(access_tokens.c.id, access_tokens.c.expires_at, users.c.id.label("uid"),
-                          users.c.username, users.c.can_login)
-                .join(users, users.c.id == access_tokens.c.user_id)
-                .where(access_tokens.c.digest == token_digest(token))
+                sa.select(access_tokens_table.c.id, access_tokens_table.c.expires_at,
+                          users_table.c.id.label("uid"), users_table.c.username,
+                          users_table.c.can_login)
+                .join(users_table, users_table.c.id == access_tokens_table.c.user_id)
+                .where(access_tokens_table.c.digest == token_digest(token))
             )).first()
         if row is None:
             raise Unauthorized("Invalid or revoked token")
@@ -131,15 +139,15 @@ class Auth(Module):
         if not token_ids:
             return set()
         async with self._store.begin() as conn:
-            rows = await conn.execute(sa.select(access_tokens.c.id).where(
-                access_tokens.c.id.in_(token_ids), access_tokens.c.expires_at > utcnow()
+            rows = await conn.execute(sa.select(access_tokens_table.c.id).where(
+                access_tokens_table.c.id.in_(token_ids), access_tokens_table.c.expires_at > utcnow()
             ))
             return set(rows.scalars())
 
     async def revoke_tokens(self, where: sa.ColumnElement[bool]) -> None:
         async with self._store.begin() as conn:
             ids = (await conn.execute(
-                access_tokens.delete().where(where).returning(access_tokens.c.id)
+                access_tokens_table.delete().where(where).returning(access_tokens_table.c.id)
             )).scalars().all()
         if ids:
             for listener in self._listeners:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +13,14 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, Invalid, NotFound, field_error
 from ..events import isoformat
-from ..storage.store import Store, cameras, list_page
+from ..storage.store import Store, cameras_table, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
 from .listing import ListQuery
 from .schema import DATE_TIME, Body, Field, nullable, record
 
 # MediaMTX's own rule for path names (internal/conf/path.go); a leading ~ marks a regex path.
 _MTX_PATH = re.compile(r"^[0-9A-Za-z_\-/.~:]+$")
-_SORTABLE = {key: cameras.c[key] for key in (
+_SORTABLE = {key: cameras_table.c[key] for key in (
     "id", "uid", "name", "room", "mtx_path", "is_enabled", "is_persistent", "audio",
     "created_at", "updated_at")}
 AUDIO_MODES = ("opus", "aac", "none")  # what a WebRTC camera's publication carries as audio
@@ -152,15 +152,18 @@ class Cameras(Module):
         self._listeners: list[CameraChange] = []
 
     def on_change(self, listener: CameraChange) -> None:
-        """Called with (before, after) whenever a camera's settings change here."""
+        """Called with (before, after) whenever a known camera changes here (an update, a
+        device sync); not for cameras a sync adds, which start disabled."""
         self._listeners.append(listener)
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
         """List cameras."""
         query = ListQuery.parse(payload, _SORTABLE)
-        searchable = [cameras.c.name, cameras.c.room, cameras.c.uid, cameras.c.mtx_path]
+        searchable = [cameras_table.c.name, cameras_table.c.room, cameras_table.c.uid,
+                      cameras_table.c.mtx_path]
         async with self._store.begin() as conn:
-            return await list_page(conn, query, sa.select(cameras), searchable, _SORTABLE, _item)
+            return await list_page(conn, query, sa.select(cameras_table), searchable, _SORTABLE,
+                                   _item)
 
     async def read(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
         """Read a camera."""
@@ -180,16 +183,41 @@ class Cameras(Module):
             try:
                 async with self._store.begin() as conn:
                     await conn.execute(
-                        cameras.update().where(cameras.c.id == camera_id).values(values)
+                        cameras_table.update().where(cameras_table.c.id == camera_id).values(values)
                     )
             except IntegrityError:
                 raise Conflict(f"mtx_path {values.get('mtx_path')!r} is already in use",
                                [field_error("mtx_path", "already in use")]) from None
         after = await self._row(camera_id)
-        await self.changed(camera_ref(before), camera_ref(after))
+        await self._changed(camera_ref(before), camera_ref(after))
         return _item(after)
 
-    async def changed(self, before: CameraRef | None, after: CameraRef | None) -> None:
+    async def sync_devices(self, credential_id: int, devices: Mapping[str, Mapping[str, Any]]
+                           ) -> list[CameraRef]:
+        """Make the credential's cameras what Google lists (uid -> columns): new ones added,
+        listed ones updated, the rest marked missing (kept: a glitch must not lose their
+        settings). Returns the cameras not listed."""
+        async with self._store.begin() as conn:
+            existing = {row.uid: row for row in (await conn.execute(
+                sa.select(cameras_table).where(cameras_table.c.credential_id == credential_id)
+            )).all()}
+            for uid, values in devices.items():
+                if uid in existing:
+                    await conn.execute(cameras_table.update().where(
+                        cameras_table.c.id == existing[uid].id).values(
+                            **values, is_missing=False, updated_at=utcnow()))
+                else:
+                    await conn.execute(cameras_table.insert().values(
+                        credential_id=credential_id, uid=uid, **values, is_missing=False))
+            gone = [row for uid, row in existing.items() if uid not in devices]
+            if gone:
+                await conn.execute(cameras_table.update().where(cameras_table.c.id.in_(
+                    [row.id for row in gone])).values(is_missing=True, updated_at=utcnow()))
+        for row in existing.values():
+            await self._changed(camera_ref(row), await self.get_ref(row.id))
+        return [camera_ref(row) for row in gone]
+
+    async def _changed(self, before: CameraRef | None, after: CameraRef | None) -> None:
         """Forget cached paths and tell listeners (stream supervisor, MQTT) what changed."""
         for ref in (before, after):
             if ref and ref.mtx_path:
@@ -204,7 +232,8 @@ class Cameras(Module):
         if cached and now - cached[0] < _CACHE_SECONDS:
             return cached[1]
         async with self._store.begin() as conn:
-            row = (await conn.execute(sa.select(cameras).where(cameras.c.mtx_path == path))).first()
+            row = (await conn.execute(
+                sa.select(cameras_table).where(cameras_table.c.mtx_path == path))).first()
         ref = camera_ref(row) if row else None
         if len(self._by_path) > 10_000:
             self._by_path.clear()
@@ -224,5 +253,5 @@ class Cameras(Module):
     async def _fetch(self, camera_id: int) -> Any:
         async with self._store.begin() as conn:
             return (await conn.execute(
-                sa.select(cameras).where(cameras.c.id == camera_id)
+                sa.select(cameras_table).where(cameras_table.c.id == camera_id)
             )).first()

@@ -2,66 +2,57 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
 
 import sqlalchemy as sa
 
-from ..errors import Invalid, NotFound, field_error
+from ..errors import Invalid, NotFound, SecretUnreadable, field_error
 from ..events import isoformat
 from ..security import Redactor, SecretBox
-from ..storage.store import Store, as_utc, credentials, list_page, utcnow
+from ..storage.store import Store, as_utc, credentials_table, list_page, utcnow
 from . import ID_SCHEMA, Caller, Contract, Module, entity_id, entity_replies
+from .credential_consent import (
+    AUTHORIZE,
+    CALLBACK_PATH,
+    CONSENT_URL,
+    ORIGIN,
+    ConsentStates,
+)
+from .credential_pubsub import (
+    PROJECT_RE,
+    PUBSUB_FIELDS,
+    SUBSCRIPTION_RE,
+    TOPIC_RE,
+    check_pubsub,
+    pubsub_names,
+    pubsub_status,
+)
 from .listing import ListQuery
 from .schema import DATE_TIME, Body, Field, nullable, record
 
-SDM_SCOPE = "https://www.googleapis.com/auth/sdm.service"
-PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
-PUBLISHER_ROLE, SDM_PUBLISHER = "roles/pubsub.publisher", "group:sdm-publisher@googlegroups.com"
-DEVICE_ACCESS_CONSOLE = "https://console.nest.google.com/device-access"
-# Set up this long without a single message: the topic is most likely not registered.
-NO_EVENTS_WARNING = dt.timedelta(minutes=10)
-CALLBACK_PATH = "/api/oauth2/callback"
-STATE_LIFETIME = dt.timedelta(minutes=10)
-
-# Google Cloud's rules: project ids are 6-30 lowercase letters, digits and hyphens; topic and
-# subscription ids 3-255 characters, starting with a letter, not with "goog".
-_PROJECT = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"
-_RESOURCE_ID = r"(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
-_TOPIC = rf"projects/{_PROJECT}/topics/{_RESOURCE_ID}"
-_SUBSCRIPTION = rf"projects/{_PROJECT}/subscriptions/{_RESOURCE_ID}"
-_PUBSUB_FIELDS = ("gcp_project_id", "pubsub_topic", "pubsub_subscription")
-
-_SORTABLE = {key: credentials.c[key] for key in (
+_SORTABLE = {key: credentials_table.c[key] for key in (
     "id", "description", "oauth_client_id", "dac_project_id", "created_at", "updated_at")}
 
 CredentialChange = Callable[[int, str], Awaitable[None]]  # (credential id, created|updated|deleted)
+UNREADABLE_MESSAGE = (
+    "The stored secrets of credential {id} ({description}) cannot be decrypted: "
+    "NESTMTX_APP_KEY is not the key they were encrypted with (the app key changed). Start the "
+    "sidecar with the previous NESTMTX_APP_KEY, or enter the OAuth client secret again "
+    "(`credentials update` with oauth_client_secret) and authorize the credential again "
+    "(`credentials update` with {{origin}})."
+)
 
 
 @dataclass(frozen=True)
-class Consent:
-    """A consent flow whose state a callback has just consumed."""
+class CredentialSecrets:
+    """A credential's secrets in clear, for the token keeper and the code exchange only."""
 
-    credential_id: int
-    redirect_uri: str
-    code_verifier: str
-
-
-def _digest(state: str) -> str:
-    """Only a digest of the state is stored: a copy of the database cannot finish a flow."""
-    return hashlib.sha256(state.encode()).hexdigest()
-
-
-def _pkce_challenge(verifier: str) -> str:
-    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    client_secret: str
+    refresh_token: str | None
+    access_token: str | None
 
 
 _CREATE = Body((
@@ -76,16 +67,16 @@ _CREATE = Body((
           description="The OAuth client secret; stored encrypted, never returned."),
     Field("refresh_token", "string", max_length=2048,
           description="A refresh token obtained elsewhere; stored encrypted, never returned."),
-    Field("gcp_project_id", "string", nullable=True, pattern=_PROJECT,
+    Field("gcp_project_id", "string", nullable=True, pattern=PROJECT_RE,
           hint="must be a Google Cloud project id (6-30 lowercase letters, digits, -)",
           description="Your Google Cloud project: the sidecar sets up device events there "
           "(topic, publisher grant, subscription). null turns that off.",
           schema_extra={"examples": ["my-home-123"]}),
-    Field("pubsub_topic", "string", nullable=True, max_length=512, pattern=_TOPIC,
+    Field("pubsub_topic", "string", nullable=True, max_length=512, pattern=TOPIC_RE,
           hint="must be a topic name, projects/<project>/topics/<id>",
           description="The Pub/Sub topic; null: `projects/<gcp_project_id>/topics/"
           "nestmtx-<dac_project_id>`."),
-    Field("pubsub_subscription", "string", nullable=True, max_length=512, pattern=_SUBSCRIPTION,
+    Field("pubsub_subscription", "string", nullable=True, max_length=512, pattern=SUBSCRIPTION_RE,
           hint="must be a subscription name, projects/<project>/subscriptions/<id>",
           description="The pull subscription; null: `projects/<gcp_project_id>/subscriptions/"
           "nestmtx-<dac_project_id>`. Alone (no gcp_project_id) it is only pulled."),
@@ -115,46 +106,6 @@ ITEM = record({
 }, "A Google OAuth client and Device Access project; its secrets are never shown.")
 
 
-def pubsub_names(row: Any) -> tuple[str | None, str | None]:
-    """The credential's topic and subscription: as given, else derived from its projects."""
-    topic, subscription = row.pubsub_topic, row.pubsub_subscription
-    if row.gcp_project_id:
-        base = f"projects/{row.gcp_project_id}"
-        topic = topic or f"{base}/topics/nestmtx-{row.dac_project_id}"
-        subscription = subscription or f"{base}/subscriptions/nestmtx-{row.dac_project_id}"
-    return topic, subscription
-
-
-def _pubsub(row: Any, now: dt.datetime) -> dict[str, Any] | None:
-    topic, subscription = pubsub_names(row)
-    if subscription is None:
-        return None
-    ready, last = as_utc(row.pubsub_ready_at), as_utc(row.pubsub_last_event_at)
-    message = row.pubsub_error
-    if message:
-        status = "error"
-    elif last is not None:
-        status = "receiving"
-    elif ready is None:
-        status = "pending"
-    elif now - ready > NO_EVENTS_WARNING:
-        status = "no_events"
-        message = (f"No device event has arrived in the {(now - ready).seconds // 60} minutes "
-                   f"since set-up: check that the topic {topic or 'of ' + subscription} is "
-                   "entered in the Device Access Console and events are enabled.")
-    else:
-        status = "waiting"
-    if row.gcp_project_id:
-        instruction = (f"In the Device Access Console ({DEVICE_ACCESS_CONSOLE}), open project "
-                       f"{row.dac_project_id}, and under Pub/Sub topic enter {topic} and "
-                       "enable events. The sidecar did everything else.")
-    else:
-        instruction = (f"The sidecar pulls {subscription}; its topic must be the one entered "
-                       "in the Device Access Console, with events enabled.")
-    return {"topic": topic, "subscription": subscription, "status": status, "message": message,
-            "last_event_at": isoformat(last) if last else None, "instruction": instruction}
-
-
 def _item(row: Any) -> dict[str, Any]:
     expiry = as_utc(row.token_expiry)
     topic, subscription = pubsub_names(row)
@@ -168,86 +119,41 @@ def _item(row: Any) -> dict[str, Any]:
         "auth_error": row.auth_error,
         "gcp_project_id": row.gcp_project_id,
         "pubsub_topic": topic, "pubsub_subscription": subscription,
-        "pubsub": _pubsub(row, utcnow()),
+        "pubsub": pubsub_status(row, utcnow()),
         "created_at": isoformat(row.created_at), "updated_at": isoformat(row.updated_at),
     }
-
-
-def consent_url(base: str, row: Any, redirect_uri: str, state: str, code_challenge: str
-                ) -> str:
-    """Google's Partner Connections page for the credential's project (`<base>/<project>/auth`).
-
-    With Pub/Sub configured it asks for the pubsub scope too: pulls need it.
-    """
-    scope = SDM_SCOPE + (f" {PUBSUB_SCOPE}" if pubsub_names(row)[1] else "")
-    query = urlencode({
-        "redirect_uri": redirect_uri, "access_type": "offline", "prompt": "consent",
-        "client_id": row.oauth_client_id, "response_type": "code", "scope": scope,
-        "state": state, "code_challenge": code_challenge, "code_challenge_method": "S256",
-    })
-    return f"{base.rstrip('/')}/{quote(row.dac_project_id, safe='')}/auth?{query}"
-
-
-def _check_pubsub(fields: dict[str, Any], row: Any) -> None:
-    """A topic is only set up within gcp_project_id: without it, it would be ignored."""
-    def after(key: str) -> Any:
-        return fields[key] if key in fields else getattr(row, key, None)
-    if after("pubsub_topic") and not after("gcp_project_id"):
-        raise Invalid("pubsub_topic needs gcp_project_id (the project it is set up in); "
-                      "to only pull, give pubsub_subscription alone",
-                      [field_error("pubsub_topic", "needs gcp_project_id")])
-
-
-def _origin(value: Any) -> str:
-    try:
-        parts = urlsplit(value) if isinstance(value, str) else None
-    except ValueError:  # such as "http://[", an unclosed IPv6 address
-        parts = None
-    if not parts or parts.scheme not in ("http", "https") or not parts.netloc or \
-            parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise Invalid("origin must be a URL like https://sidecar.example:2000",
-                      [field_error("origin", "not an origin")])
-    if "@" in parts.netloc:  # a user name or password would end up in Google's redirect
-        raise Invalid("origin must not contain a user name or password",
-                      [field_error("origin", "must not contain user info")])
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-_ORIGIN = Field("origin", "string", required=True, check=_origin,
-                description="The sidecar's origin as the browser sees it; Google redirects to "
-                f"`<origin>{CALLBACK_PATH}` after consent.",
-                schema_extra={"format": "uri", "examples": ["https://sidecar.example:2000"]})
-_AUTHORIZE = Body((_ORIGIN,), "Start Google's consent flow: the reply is the consent URL to open.")
-_CONSENT_URL = {"type": "string", "format": "uri", "description": "Google's consent page."}
 
 
 class Credentials(Module):
     name = "credentials"
     contract = Contract(
-        bodies={"create": (_CREATE,), "update": (_UPDATE, _AUTHORIZE)},
-        replies={**entity_replies(ITEM), "update": {"oneOf": [ITEM, _CONSENT_URL]}},
+        bodies={"create": (_CREATE,), "update": (_UPDATE, AUTHORIZE)},
+        replies={**entity_replies(ITEM), "update": {"oneOf": [ITEM, CONSENT_URL]}},
+        failures={"update": {409: "With `{origin}`: the stored client secret cannot be "
+                             "decrypted (NESTMTX_APP_KEY changed), `secret_unreadable`."}},
         sortable=frozenset(_SORTABLE),
     )
 
-    def __init__(self, store: Store, box: SecretBox, redactor: Redactor, consent_base: str,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(self, store: Store, box: SecretBox, redactor: Redactor, consent_base: str
+                 ) -> None:
         self._store = store
-        self._consent_base = consent_base
-        self.clock = clock  # when consent states are issued and checked; tests move it
+        self.consents = ConsentStates(store, box, consent_base)
         self._box = box
         self._redactor = redactor
         self._listeners: list[CredentialChange] = []
 
     def on_change(self, listener: CredentialChange) -> None:
+        """Called when a credential is created, its settings updated, or it is deleted; not
+        for its token and Pub/Sub state, which the token keeper and device events announce."""
         self._listeners.append(listener)
 
     async def list(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
         """List credentials."""
         query = ListQuery.parse(payload, _SORTABLE)
-        searchable = [credentials.c.description, credentials.c.oauth_client_id,
-                      credentials.c.dac_project_id]
+        searchable = [credentials_table.c.description, credentials_table.c.oauth_client_id,
+                      credentials_table.c.dac_project_id]
         async with self._store.begin() as conn:
-            return await list_page(conn, query, sa.select(credentials), searchable, _SORTABLE,
+            return await list_page(conn, query, sa.select(credentials_table), searchable, _SORTABLE,
                                    _item)
 
     async def create(self, caller: Caller | None, payload: Any) -> dict[str, Any]:
@@ -256,11 +162,11 @@ class Credentials(Module):
         Then authorize them with `{origin}` (update), or give a `refresh_token` here.
         """
         fields = _CREATE.parse(payload)
-        _check_pubsub(fields, None)
+        check_pubsub(fields, None)
         values = self._values(fields, required=True)
         async with self._store.begin() as conn:
             credential_id = (await conn.execute(
-                credentials.insert().values(values)
+                credentials_table.insert().values(values)
             )).inserted_primary_key[0]
         await self._notify(credential_id, "created")
         return await self.read(caller, credential_id)
@@ -276,65 +182,26 @@ class Credentials(Module):
         browser, which Google sends back to `<origin>/api/oauth2/callback`.
         """
         credential_id = entity_id(entity)
-        payload = Body.shape(payload, _UPDATE.names | _AUTHORIZE.names)
+        payload = Body.shape(payload, _UPDATE.names | AUTHORIZE.names)
         row = await self.row(credential_id)
         if "origin" in payload:
             if len(payload) > 1:
                 raise Invalid("origin cannot be combined with other fields",
                               [field_error("origin", "must be alone")])
-            return await self._begin_consent(row, _ORIGIN.validate(payload["origin"])
-                                             + CALLBACK_PATH)
+            redirect_uri = ORIGIN.validate(payload["origin"]) + CALLBACK_PATH
+            self.client_secret(row)  # the exchange needs it: say so before going to Google
+            return await self.consents.begin(row, redirect_uri)
         fields = _UPDATE.values(payload)
-        _check_pubsub(fields, row)
+        check_pubsub(fields, row)
         values = self._values(fields, required=False)
         if values:
             async with self._store.begin() as conn:
                 await conn.execute(
-                    credentials.update().where(credentials.c.id == credential_id).values(values)
+                    credentials_table.update().where(credentials_table.c.id == credential_id)
+                    .values(values)
                 )
             await self._notify(credential_id, "updated")
         return await self.read(caller, credential_id)
-
-    async def _begin_consent(self, row: Any, redirect_uri: str) -> str:
-        """A new state and PKCE verifier for this credential (replacing any earlier flow)."""
-        state = secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(64)  # 86 characters: RFC 7636 allows 43 to 128
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == row.id).values(
-                oauth_state=_digest(state), oauth_state_issued_at=self.clock(),
-                oauth_code_verifier=self._box.encrypt(verifier), oauth_redirect_uri=redirect_uri))
-        return consent_url(self._consent_base, row, redirect_uri, state,
-                           _pkce_challenge(verifier))
-
-    async def consume_consent(self, state: str) -> Consent:
-        """The flow a callback's state belongs to, taken so no later callback can use it.
-
-        Raises ValueError (a message for the user) when the state is unknown, already used
-        or older than STATE_LIFETIME; an expired state is consumed all the same.
-        """
-        digest = _digest(state)
-        async with self._store.begin() as conn:
-            row = (await conn.execute(sa.select(
-                credentials.c.id, credentials.c.oauth_redirect_uri,
-                credentials.c.oauth_code_verifier, credentials.c.oauth_state_issued_at,
-            ).where(credentials.c.oauth_state == digest))).first()
-            # Conditional on the digest: of two concurrent callbacks only one takes it.
-            taken = row is not None and (await conn.execute(
-                credentials.update()
-                .where(credentials.c.id == row.id, credentials.c.oauth_state == digest)
-                .values(oauth_state=None, oauth_state_issued_at=None, oauth_code_verifier=None,
-                        oauth_redirect_uri=None)
-            )).rowcount == 1
-        if row is None or not taken or not row.oauth_redirect_uri:
-            raise ValueError("This authorization link is unknown or was already used; "
-                             "start again from the credential's consent URL.")
-        issued = as_utc(row.oauth_state_issued_at)
-        verifier = self._box.decrypt(row.oauth_code_verifier)
-        if issued is None or verifier is None or self.clock() - issued > STATE_LIFETIME:
-            raise ValueError("This authorization link has expired (it is valid for "
-                             f"{STATE_LIFETIME.seconds // 60} minutes); start again from the "
-                             "credential's consent URL.")
-        return Consent(row.id, row.oauth_redirect_uri, verifier)
 
     async def delete(self, caller: Caller | None, entity: Any) -> dict[str, Any]:
         """Delete credentials and their cameras; returns them as they were."""
@@ -342,13 +209,82 @@ class Credentials(Module):
         item = _item(await self.row(credential_id))
         await self._notify(credential_id, "deleted")  # streams stop before their cameras go
         async with self._store.begin() as conn:
-            await conn.execute(credentials.delete().where(credentials.c.id == credential_id))
+            await conn.execute(credentials_table.delete().where(
+                credentials_table.c.id == credential_id))
         return item
+
+    def decrypted(self, row: Any) -> CredentialSecrets:
+        """The row's secrets in clear; SecretUnreadable, naming the credential and the way
+        out, when the app key changed since they were stored."""
+        return CredentialSecrets(self.client_secret(row), self._decrypt(row, row.refresh_token),
+                                 self._decrypt(row, row.access_token))
+
+    def client_secret(self, row: Any) -> str:
+        """The OAuth client secret alone: what the consent flow needs (a refresh token stored
+        under an earlier app key is replaced by it)."""
+        return self._decrypt(row, row.oauth_client_secret) or ""
+
+    def _decrypt(self, row: Any, ciphertext: str | None) -> str | None:
+        try:
+            return self._box.decrypt(ciphertext)
+        except SecretUnreadable:
+            raise SecretUnreadable(UNREADABLE_MESSAGE.format(
+                id=row.id, description=row.description)) from None
+
+    # -- token and Pub/Sub state: written by their owners through these, announced by them --
+
+    async def store_grant(self, credential_id: int, refresh_token: str,
+                          access_token: str | None, expiry: dt.datetime) -> None:
+        """A new grant (the consent flow's code exchange): its first refresh announces
+        `authenticated`, not `reauthenticated`."""
+        await self._save_state(credential_id, refresh_token=self._box.encrypt(refresh_token),
+                               access_token=self._box.encrypt(access_token),
+                               token_expiry=expiry, authenticated_at=None, auth_error=None)
+
+    async def store_tokens(self, credential_id: int, access_token: str | None,
+                           refresh_token: str | None, expiry: dt.datetime | None) -> None:
+        """Google accepted the grant: the tokens it answered with; authenticated now."""
+        await self._save_state(credential_id, access_token=self._box.encrypt(access_token),
+                               refresh_token=self._box.encrypt(refresh_token),
+                               token_expiry=expiry, authenticated_at=utcnow(), auth_error=None)
+
+    async def token_refused(self, credential_id: int, message: str) -> None:
+        """Google refused the grant: the access token is gone; `message` says what to do."""
+        await self._save_state(credential_id, access_token=None, token_expiry=None,
+                               auth_error=message)
+
+    async def note_auth_error(self, credential_id: int, message: str) -> None:
+        """Authentication fails for now (Google unreachable, secrets unreadable)."""
+        await self._save_state(credential_id, auth_error=message)
+
+    async def pubsub_ready(self, credential_id: int) -> None:
+        """Device events are set up (or first pulled): the no-events warning counts from the
+        first time, so later set-ups keep it."""
+        await self._save_state(credential_id, credentials_table.c.pubsub_ready_at.is_(None),
+                               pubsub_ready_at=utcnow(), updated_at=credentials_table.c.updated_at)
+
+    async def pubsub_heard(self, credential_id: int) -> None:
+        await self._save_state(credential_id, pubsub_last_event_at=utcnow(),
+                               updated_at=credentials_table.c.updated_at)
+
+    async def pubsub_failing(self, credential_id: int, message: str | None) -> None:
+        """What stops device events now (None: nothing)."""
+        await self._save_state(credential_id, pubsub_error=message,
+                               updated_at=credentials_table.c.updated_at)
+
+    async def _save_state(self, credential_id: int, *where: sa.ColumnElement[bool],
+                          **values: Any) -> None:
+        """State, not settings: `updated_at` moves unless the caller keeps it, and no change
+        listener hears of it (the token keeper reloads on settings changes)."""
+        async with self._store.begin() as conn:
+            await conn.execute(credentials_table.update()
+                               .where(credentials_table.c.id == credential_id, *where)
+                               .values({"updated_at": utcnow(), **values}))
 
     async def row(self, credential_id: int) -> Any:
         async with self._store.begin() as conn:
             row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.id == credential_id)
+                sa.select(credentials_table).where(credentials_table.c.id == credential_id)
             )).first()
         if row is None:
             raise NotFound(f"No credentials with id {credential_id}")
@@ -357,9 +293,9 @@ class Credentials(Module):
     def _values(self, fields: dict[str, Any], *, required: bool) -> dict[str, Any]:
         """Validated fields -> columns: secrets encrypted (and redacted from logs)."""
         values = {key: fields[key] for key in ("description", "oauth_client_id",
-                                               "dac_project_id", *_PUBSUB_FIELDS)
+                                               "dac_project_id", *PUBSUB_FIELDS)
                   if key in fields}
-        if values.keys() & {"dac_project_id", *_PUBSUB_FIELDS}:
+        if values.keys() & {"dac_project_id", *PUBSUB_FIELDS}:
             # Other names (or projects): set-up runs again, and its status starts over.
             values.update(pubsub_ready_at=None, pubsub_last_event_at=None, pubsub_error=None)
         secret = fields.get("oauth_client_secret")

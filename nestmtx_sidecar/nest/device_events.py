@@ -20,15 +20,16 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import tenacity
 
+from ..errors import GoogleAuthError, GoogleNotFound
 from ..events import Event, EventBus
-from ..modules.credentials import NO_EVENTS_WARNING, pubsub_names
-from ..storage.store import Store, cameras, credentials, utcnow
+from ..modules.credential_pubsub import NO_EVENTS_WARNING, pubsub_names
+from ..modules.credentials import Credentials
+from ..storage.store import Store, cameras_table, credentials_table, utcnow
 from .event_ledger import EventLedger
 from .leadership import Leadership
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
 from .oauth import TokenKeeper
 from .pubsub import PubSubClient, Received
-from .sdm import SdmAuthError, SdmNotFound
 from .sdm_events import DeviceEvent, MalformedMessage, parse_message
 from .sync import DeviceSync
 
@@ -69,9 +70,11 @@ class _Loop:
 
 class DeviceEvents:
     def __init__(self, store: Store, bus: EventBus, pubsub: PubSubClient, sync: DeviceSync,
-                 keeper: TokenKeeper, media: EventMedia, leadership: Leadership, max_age: float,
-                 retry_initial: float = 1.0, retry_max: float = 300.0) -> None:
+                 keeper: TokenKeeper, media: EventMedia, credentials: Credentials,
+                 leadership: Leadership, max_age: float, retry_initial: float = 1.0,
+                 retry_max: float = 300.0) -> None:
         self._store = store
+        self._credentials = credentials
         self._bus = bus
         self._pubsub = pubsub
         self._sync = sync
@@ -98,9 +101,9 @@ class DeviceEvents:
     async def _adopt(self) -> None:
         async with self._store.begin() as conn:
             rows = (await conn.execute(sa.select(
-                credentials.c.id, credentials.c.dac_project_id, credentials.c.gcp_project_id,
-                credentials.c.pubsub_topic, credentials.c.pubsub_subscription,
-                credentials.c.pubsub_error))).all()
+                credentials_table.c.id, credentials_table.c.dac_project_id,
+                credentials_table.c.gcp_project_id, credentials_table.c.pubsub_topic,
+                credentials_table.c.pubsub_subscription, credentials_table.c.pubsub_error))).all()
         wanted = {}
         for row in rows:
             topic, subscription = pubsub_names(row)
@@ -177,12 +180,12 @@ class DeviceEvents:
         config = loop.config
         loop.failing = True
         message = None
-        if isinstance(error, SdmAuthError) and error.http_status == 403:
-            template = REAUTHORIZE if "scope" in error.message.lower() else NO_ACCESS
+        if isinstance(error, GoogleAuthError) and error.http_status == 403:
+            template = REAUTHORIZE if error.missing_scope else NO_ACCESS
             where = f"project {config.project}" if config.project else config.subscription
-            message = template.format(error=f"{error.http_status} {error.status}: "
+            message = template.format(error=f"{error.http_status} {error.google_status}: "
                                       f"{error.message}", where=where)
-        elif isinstance(error, SdmNotFound) and config.topic is None:
+        elif isinstance(error, GoogleNotFound) and config.topic is None:
             message = GONE.format(subscription=config.subscription, error=error.message)
         if message is not None:
             try:
@@ -210,7 +213,7 @@ class DeviceEvents:
         started = time.monotonic()
         try:
             received = await self._pubsub.pull(config.credential_id, config.subscription)
-        except SdmNotFound:
+        except GoogleNotFound:
             if config.topic is None:
                 raise
             logger.warning("device events for credential %d: subscription %s is gone (Pub/Sub "
@@ -269,9 +272,9 @@ class DeviceEvents:
                         event.kind, event.device, event.timestamp, age, self._max_age)
             return
         async with self._store.begin() as conn:
-            camera = (await conn.execute(sa.select(cameras).where(
-                cameras.c.credential_id == config.credential_id,
-                cameras.c.uid == event.device))).first()
+            camera = (await conn.execute(sa.select(cameras_table).where(
+                cameras_table.c.credential_id == config.credential_id,
+                cameras_table.c.uid == event.device))).first()
         if camera is None:
             self._once(f"device:{event.device}", "device events for credential %d: %s is not "
                        "a known camera (yet); its events are dropped until a device sync "
@@ -300,17 +303,13 @@ class DeviceEvents:
 
     async def _ready(self, loop: _Loop) -> None:
         """Set up (or first pulled): the no-events warning counts from the first time."""
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(
-                credentials.c.id == loop.config.credential_id,
-                credentials.c.pubsub_ready_at.is_(None)).values(
-                    pubsub_ready_at=utcnow(), updated_at=credentials.c.updated_at))
+        await self._credentials.pubsub_ready(loop.config.credential_id)
         loop.set_up_at = time.monotonic()
         await self._set_error(loop, None)
 
     async def _heard(self, loop: _Loop) -> None:
         loop.heard = True
-        await self._save(loop.config.credential_id, pubsub_last_event_at=utcnow())
+        await self._credentials.pubsub_heard(loop.config.credential_id)
 
     def _warn_if_silent(self, loop: _Loop) -> None:
         if loop.heard or loop.set_up_at is None or \
@@ -326,12 +325,7 @@ class DeviceEvents:
     async def _set_error(self, loop: _Loop, message: str | None) -> None:
         if loop.error != message:
             loop.error = message
-            await self._save(loop.config.credential_id, pubsub_error=message)
-
-    async def _save(self, credential_id: int, **values: Any) -> None:
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == credential_id)
-                               .values(**values, updated_at=credentials.c.updated_at))
+            await self._credentials.pubsub_failing(loop.config.credential_id, message)
 
     def _once(self, kind: str, message: str, *args: Any) -> None:
         """Log a kind of problem once: a stream of broken messages must not flood the log."""

@@ -13,7 +13,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..storage.store import Store, nest_events, utcnow
+from ..storage.store import Store, nest_events_table, utcnow
 
 KEEP_BEYOND_MAX_AGE = 600.0  # seconds
 KEEP_WITHOUT_MAX_AGE = 7 * 86400.0  # Pub/Sub's longest retention of an unacknowledged message
@@ -32,7 +32,7 @@ class EventLedger:
         await self._prune()
         try:
             async with self._store.begin() as conn:
-                await conn.execute(nest_events.insert().values(key=key, received_at=utcnow()))
+                await conn.execute(nest_events_table.insert().values(key=key, received_at=utcnow()))
         except IntegrityError:
             return False
         return True
@@ -42,5 +42,5 @@ class EventLedger:
             return
         self._pruned = time.monotonic()
         async with self._store.begin() as conn:
-            await conn.execute(sa.delete(nest_events).where(
-                nest_events.c.received_at < utcnow() - self._keep))
+            await conn.execute(sa.delete(nest_events_table).where(
+                nest_events_table.c.received_at < utcnow() - self._keep))

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import html
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,20 +17,18 @@ import httpx
 import sqlalchemy as sa
 import tenacity
 from google.oauth2.credentials import Credentials as GoogleCredentials
-from starlette.requests import Request
-from starlette.responses import HTMLResponse
 
+from ..errors import GoogleAuthError, SecretUnreadable
 from ..events import Event, EventBus
 from ..metrics import TOKEN_REFRESHES
-from ..modules.credentials import Consent, Credentials
-from ..security import Redactor, SecretBox
-from ..storage.store import Store, as_utc, credentials, utcnow
+from ..modules.credentials import Credentials, CredentialSecrets
+from ..security import Redactor
+from ..storage.store import Store, as_utc, credentials_table, utcnow
 from .json_body import json_object
 from .leadership import Leadership
 
 logger = logging.getLogger(__name__)
 
-CONSOLE_CREDENTIALS = "/#credentials"  # the web console's page the callback leads back to
 # Refresh this long before expiry: a fifth of the token's life, at most 5 minutes.
 REFRESH_FRACTION, REFRESH_MARGIN_MAX = 0.2, 300.0
 INVALID_GRANT_MESSAGE = (
@@ -45,12 +42,12 @@ _TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "internal_failur
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-class NotAuthenticated(Exception):
-    """The credential has no usable access token right now."""
-
-
 class TransientTokenError(google.auth.exceptions.TransportError):
-    """The token endpoint could not answer now (5xx, 429, timeout, refused connection)."""
+    """The token endpoint could not answer now (5xx, 429, timeout, refused connection).
+
+    google-auth's own kind, not the service's error tree: it crosses google-auth's refresh,
+    which tells transport failures from refusals by it.
+    """
 
 
 class _Response(google.auth.transport.Response):
@@ -111,6 +108,16 @@ class _Account:
     unreachable_reported: bool = False
     task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def of(cls, row: Any, secrets: CredentialSecrets, token_uri: str) -> _Account:
+        expiry = as_utc(row.token_expiry)
+        return cls(id=row.id, description=row.description, google=GoogleCredentials(
+            token=secrets.access_token, refresh_token=secrets.refresh_token,
+            token_uri=token_uri, client_id=row.oauth_client_id,
+            client_secret=secrets.client_secret,
+            expiry=expiry.replace(tzinfo=None) if expiry else None),  # naive UTC there
+            expiry=expiry, authenticated_before=row.authenticated_at is not None)
+
     def seconds_left(self) -> float:
         if self.google.token is None or self.expiry is None:
             return 0.0
@@ -124,11 +131,12 @@ class TokenKeeper:
     expired 225 s early, which would refresh short-lived tokens in a loop.
     """
 
-    def __init__(self, store: Store, box: SecretBox, redactor: Redactor, bus: EventBus,
-                 token_uri: str, leadership: Leadership, retry_initial: float = 1.0,
+    def __init__(self, store: Store, credentials: Credentials, redactor: Redactor,
+                 bus: EventBus, token_uri: str, leadership: Leadership,
+                 retry_initial: float = 1.0,
                  retry_max: float = 60.0) -> None:
         self._store = store
-        self._box = box
+        self._credentials = credentials
         self._redactor = redactor
         self._bus = bus
         self.token_uri = token_uri
@@ -143,7 +151,8 @@ class TokenKeeper:
     async def start(self) -> None:
         async with self._store.begin() as conn:
             ids = (await conn.execute(
-                sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
+                sa.select(credentials_table.c.id)
+                .where(credentials_table.c.refresh_token.is_not(None))
             )).scalars().all()
         for credential_id in ids:
             await self.load(credential_id)
@@ -170,7 +179,8 @@ class TokenKeeper:
             await self.load(credential_id)  # the lease holder refreshed it into the store
             account = self._accounts.get(credential_id)
         if account is None or account.seconds_left() <= 0:
-            raise NotAuthenticated(f"credential {credential_id} is not authenticated with Google")
+            raise GoogleAuthError(f"credential {credential_id} is not authenticated with Google",
+                                  "UNAUTHENTICATED")
         assert account.google.token is not None
         return account.google.token
 
@@ -185,30 +195,39 @@ class TokenKeeper:
         """
         async with self._store.begin() as conn:
             row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.id == credential_id)
+                sa.select(credentials_table).where(credentials_table.c.id == credential_id)
             )).first()
         if row is None or row.refresh_token is None:
             await self.forget(credential_id)
             return
-        refresh_token = self._box.decrypt(row.refresh_token)
-        access_token = self._box.decrypt(row.access_token)
-        client_secret = self._box.decrypt(row.oauth_client_secret)
-        self._redactor.hold(("credential", row.id), refresh_token, access_token, client_secret)
-        expiry = as_utc(row.token_expiry)
-        account = _Account(
-            id=row.id, description=row.description,
-            google=GoogleCredentials(
-                token=access_token, refresh_token=refresh_token, token_uri=self.token_uri,
-                client_id=row.oauth_client_id, client_secret=client_secret,
-                expiry=expiry.replace(tzinfo=None) if expiry else None),  # naive UTC there
-            expiry=expiry,
-            authenticated_before=row.authenticated_at is not None,
-        )
+        try:
+            secrets = self._credentials.decrypted(row)
+        except SecretUnreadable as exc:
+            await self.forget(credential_id)
+            await self._unreadable(row, exc.message)
+            return
+        self._redactor.hold(("credential", row.id), secrets.refresh_token, secrets.access_token,
+                            secrets.client_secret)
+        account = _Account.of(row, secrets, self.token_uri)
         replaced, self._accounts[credential_id] = self._accounts.get(credential_id), account
         await _stop_refreshing(replaced)
         if row.auth_error == INVALID_GRANT_MESSAGE or not self._leadership.held:
             return  # pointless until the user re-authorizes / the lease holder refreshes
         account.task = asyncio.create_task(self._keep_fresh(account))
+
+    async def granted(self, credential_id: int) -> None:
+        """The consent flow stored a new grant: use it from now on, announce it."""
+        await self.load(credential_id)
+        await self._succeeded(self._accounts[credential_id])
+
+    async def _unreadable(self, row: Any, message: str) -> None:
+        """Reported once (every replica and the lease holder's adoption read it again)."""
+        if row.auth_error == message:
+            return
+        logger.error("%s", message)  # it names the credential
+        await self._credentials.note_auth_error(row.id, message)
+        await self._publish(row.id, row.description, "unauthenticated", error=message,
+                            reason="secret_unreadable")
 
     async def pause(self) -> None:
         """The lease moved away: stop refreshing, keep the tokens for SDM calls."""
@@ -224,7 +243,8 @@ class TokenKeeper:
         refreshing here), forget ones they deleted."""
         async with self._store.begin() as conn:
             ids = set((await conn.execute(
-                sa.select(credentials.c.id).where(credentials.c.refresh_token.is_not(None))
+                sa.select(credentials_table.c.id)
+                .where(credentials_table.c.refresh_token.is_not(None))
             )).scalars().all())
         for credential_id in set(self._accounts) - ids:
             await self.forget(credential_id)
@@ -277,8 +297,9 @@ class TokenKeeper:
         account.unreachable_reported = True
         message = (f"Google's token endpoint is unreachable and the access token has expired "
                    f"({error}); still retrying")
-        await self._save(account.id, auth_error=message)
-        await self._publish(account, "unauthenticated", error=message, reason="unreachable")
+        await self._credentials.note_auth_error(account.id, message)
+        await self._publish(account.id, account.description, "unauthenticated", error=message,
+                            reason="unreachable")
 
     async def _succeeded(self, account: _Account) -> None:
         google = account.google
@@ -289,69 +310,37 @@ class TokenKeeper:
         account.authenticated_before = True
         account.unreachable_reported = False
         TOKEN_REFRESHES.labels("ok").inc()
-        await self._save(
-            account.id, access_token=self._box.encrypt(google.token),
-            refresh_token=self._box.encrypt(google.refresh_token), token_expiry=account.expiry,
-            authenticated_at=utcnow(), auth_error=None)
+        await self._credentials.store_tokens(account.id, google.token, google.refresh_token,
+                                             account.expiry)
         logger.info("credential %d (%s) %s; access token valid until %s", account.id,
                     account.description, "authenticated" if first else "refreshed",
                     account.expiry)
-        await self._publish(account, "authenticated" if first else "reauthenticated")
+        await self._publish(account.id, account.description,
+                            "authenticated" if first else "reauthenticated")
 
     async def _refused(self, account: _Account, exc: google.auth.exceptions.RefreshError
                        ) -> None:
-        body = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
-        reason = str(body.get("error") or "refresh_failed")
-        if reason == "invalid_grant":
-            message = INVALID_GRANT_MESSAGE
-        else:
-            message = f"Google refused to refresh the token: {self._redactor(str(exc.args[0]))}"
+        reason, message = _refusal(exc, self._redactor)
         TOKEN_REFRESHES.labels("refused").inc()
         logger.error("credential %d (%s): %s", account.id, account.description, message)
-        await self._save(account.id, access_token=None, token_expiry=None, auth_error=message)
+        await self._credentials.token_refused(account.id, message)
         account.google.token = None
-        await self._publish(account, "unauthenticated", error=message, reason=reason)
+        await self._publish(account.id, account.description, "unauthenticated", error=message,
+                            reason=reason)
 
-    async def _save(self, credential_id: int, **values: Any) -> None:
-        async with self._store.begin() as conn:
-            await conn.execute(credentials.update().where(credentials.c.id == credential_id)
-                               .values(**values, updated_at=utcnow()))
+    async def _publish(self, credential_id: int, description: str, event: str,
+                       **extra: str) -> None:
+        await self._bus.publish(Event("credentials", event, credential_id,
+                                      {"description": description, **extra}))
 
-    async def _publish(self, account: _Account, event: str, **extra: str) -> None:
-        await self._bus.publish(Event("credentials", event, account.id,
-                                      {"description": account.description, **extra}))
 
-    async def exchange_code(self, consent: Consent, code: str, http: httpx.AsyncClient) -> str:
-        """Finish the consent flow: trade the callback's code for tokens; returns description."""
-        async with self._store.begin() as conn:
-            row = (await conn.execute(
-                sa.select(credentials).where(credentials.c.id == consent.credential_id)
-            )).first()
-        if row is None:
-            raise ValueError("This credential was deleted while it was being authorized.")
-        client_secret = self._box.decrypt(row.oauth_client_secret)
-        try:
-            response = await http.post(self.token_uri, data={
-                "grant_type": "authorization_code", "code": code,
-                "client_id": row.oauth_client_id, "client_secret": client_secret,
-                "redirect_uri": consent.redirect_uri, "code_verifier": consent.code_verifier})
-        except httpx.HTTPError as exc:
-            raise ConnectionError(f"Google's token endpoint is unreachable "
-                                  f"({type(exc).__name__})") from None
-        body = json_object(response) or {}
-        if response.status_code != 200 or not body.get("refresh_token"):
-            error = body.get("error") or f"HTTP {response.status_code}"
-            raise ValueError(f"Google did not accept the authorization code ({error}).")
-        self._redactor.hold(("credential", row.id), body["refresh_token"], body.get("access_token"),
-                            client_secret)
-        expiry = utcnow() + dt.timedelta(seconds=int(body.get("expires_in", 3600)))
-        await self._save(
-            row.id, refresh_token=self._box.encrypt(body["refresh_token"]),
-            access_token=self._box.encrypt(body.get("access_token")), token_expiry=expiry,
-            authenticated_at=None, auth_error=None)
-        await self.load(row.id)
-        await self._succeeded(self._accounts[row.id])
-        return str(row.description)
+def _refusal(exc: google.auth.exceptions.RefreshError, redactor: Redactor) -> tuple[str, str]:
+    """(reason, message) of a refused refresh: Google's OAuth error code, what to do."""
+    body = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    reason = str(body.get("error") or "refresh_failed")
+    if reason == "invalid_grant":
+        return reason, INVALID_GRANT_MESSAGE
+    return reason, f"Google refused to refresh the token: {redactor(str(exc.args[0]))}"
 
 
 async def _stop_refreshing(account: _Account | None) -> None:
@@ -359,70 +348,3 @@ async def _stop_refreshing(account: _Account | None) -> None:
         account.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await account.task
-
-
-class ConsentCallback:
-    """`GET /api/oauth2/callback`: where Google sends the browser back after consent."""
-
-    def __init__(self, keeper: TokenKeeper, credentials: Credentials, http: httpx.AsyncClient
-                 ) -> None:
-        self._keeper = keeper
-        self._credentials = credentials
-        self._http = http
-
-    async def endpoint(self, request: Request) -> HTMLResponse:
-        query = request.query_params  # Google adds fields such as `iss` and `scope`: ignored
-        state, code, error = query.get("state"), query.get("code"), query.get("error")
-        consent: Consent | None = None
-        refusal = "The callback needs both `state` and `code` query parameters."
-        if state:  # consumed first, whatever follows: a state works for one callback only
-            try:
-                consent = await self._credentials.consume_consent(state)
-            except ValueError as exc:
-                refusal = str(exc)
-                logger.warning("OAuth callback refused: %s", refusal)
-        if error and consent is not None:
-            logger.info("credential %d: Google answered the consent with %r",
-                        consent.credential_id, error[:200])
-        if error == "access_denied":
-            return _page(400, "Authorization cancelled",
-                         "Authorization was cancelled at Google, so nothing changed. To connect "
-                         "the credential, press Authorize with Google again on the console's "
-                         "Credentials page (or start again from its consent URL).")
-        if error:
-            return _page(400, "Authorization was not granted", f"Google answered: {error[:200]}")
-        if consent is None:
-            return _page(400, "Authorization failed" if state else "Incomplete callback", refusal)
-        if not code:
-            return _page(400, "Incomplete callback", "Google's answer carries no `code`; start "
-                         "again from the credential's consent URL.")
-        try:
-            description = await self._keeper.exchange_code(consent, code, self._http)
-        except ValueError as exc:
-            logger.warning("credential %d: authorization failed: %s", consent.credential_id, exc)
-            return _page(400, "Authorization failed", str(exc))
-        except ConnectionError as exc:
-            return _page(502, "Authorization failed", str(exc))
-        return _page(200, "Authorized",
-                     f"Credential “{description}” is connected to Google; its cameras appear "
-                     "in the console in a few seconds. Returning to the console…",
-                     return_after=2)
-
-
-def _page(status: int, title: str, text: str, return_after: int | None = None) -> HTMLResponse:
-    """The page the browser lands on after Google; it leads back to the console's Credentials.
-
-    Success returns there by itself; a failure stays, so its reason can be read.
-    """
-    back = CONSOLE_CREDENTIALS
-    refresh = (f'<meta http-equiv="refresh" content="{return_after}; url={back}">'
-               if return_after is not None else "")
-    body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"{refresh}<title>{html.escape(title)}</title>"
-            "<link rel=\"icon\" href=\"/console/favicon.svg\" type=\"image/svg+xml\">"
-            "<link rel=\"stylesheet\" href=\"/console/style.css\"></head><body><main>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
-            f"<p><a href=\"{back}\">Back to Credentials in the console</a></p>"
-            "</main></body></html>")
-    return HTMLResponse(body, status_code=status)

@@ -1,8 +1,8 @@
 """Cloud Pub/Sub over REST with a credential's own access token: set-up, pull, acknowledge.
 
 REST over the httpx client SDM uses, not google-cloud-pubsub: that library brings gRPC and a
-second auth stack for the five calls needed here. Google's errors come back as the SdmError
-tree (one place builds them: sdm.error_from_response).
+second auth stack for the five calls needed here. Google's errors come back as GoogleError
+(one place reads Google's error answers: sdm.error_from_response).
 """
 
 from __future__ import annotations
@@ -13,17 +13,10 @@ from typing import Any
 
 import httpx
 
-from ..modules.credentials import PUBLISHER_ROLE, SDM_PUBLISHER
+from ..errors import GoogleAlreadyExists, GoogleApiError, GoogleError, GoogleUnreachable
+from ..modules.credential_pubsub import PUBLISHER_ROLE, SDM_PUBLISHER
 from .json_body import json_object
-from .oauth import NotAuthenticated
-from .sdm import (
-    SdmAlreadyExists,
-    SdmAuthError,
-    SdmError,
-    SdmUnavailable,
-    TokenSource,
-    error_from_response,
-)
+from .sdm import TokenSource, error_from_response
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +77,7 @@ class PubSubClient:
         """PUT a topic or subscription; False when it existed already."""
         try:
             await self._call(credential_id, "PUT", name, body)
-        except SdmAlreadyExists:
+        except GoogleAlreadyExists:
             return False
         logger.info("credential %d: created %s", credential_id, name)
         return True
@@ -106,33 +99,30 @@ class PubSubClient:
             try:
                 await self._call(credential_id, "POST", f"{topic}:setIamPolicy", {"policy": {
                     "bindings": bindings, "etag": policy.get("etag", "")}})
-            except SdmError as exc:
-                if exc.status != "ABORTED":
+            except GoogleError as exc:
+                if exc.google_status != "ABORTED":
                     raise
                 continue  # someone else changed the policy meanwhile
             logger.info("credential %d: granted %s %s on %s", credential_id, SDM_PUBLISHER,
                         PUBLISHER_ROLE, topic)
         if not _grants(await self._call(credential_id, "POST", f"{topic}:getIamPolicy", {})):
-            raise SdmError(f"the IAM policy of {topic} does not grant {PUBLISHER_ROLE} to "
+            raise GoogleApiError(f"the IAM policy of {topic} does not grant {PUBLISHER_ROLE} to "
                            f"{SDM_PUBLISHER} after setting it")
 
     async def _call(self, credential_id: int, method: str, resource: str,
                     payload: dict[str, Any], within: float = CALL_TIMEOUT) -> dict[str, Any]:
-        try:
-            token = await self._tokens(credential_id)
-        except NotAuthenticated as exc:
-            raise SdmAuthError(str(exc), "UNAUTHENTICATED") from None
+        token = await self._tokens(credential_id)
         try:
             response = await self._http.request(
                 method, f"{self._base}/{resource}", json=payload, timeout=within,
                 headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
-            raise SdmUnavailable(f"Pub/Sub API unreachable ({type(exc).__name__})") from None
+            raise GoogleUnreachable(f"Pub/Sub API unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
             raise error_from_response(response)
         body = json_object(response)
         if body is None:
-            raise SdmUnavailable("Pub/Sub answered with something other than JSON")
+            raise GoogleUnreachable("Pub/Sub answered with something other than JSON")
         return body
 
 

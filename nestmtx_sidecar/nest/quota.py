@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import QuotaExhausted
+
 
 @dataclass(frozen=True)
 class Quotas:
@@ -23,15 +25,6 @@ class Quotas:
     def slack(self) -> float:
         # A margin for clock differences between us and Google.
         return self.window / 20
-
-
-class QuotaExhausted(Exception):
-    """No slot frees up before the caller's deadline."""
-
-    def __init__(self, retry_after: float | None) -> None:
-        when = f"in {retry_after:.1f} s" if retry_after is not None else "after queued calls"
-        super().__init__(f"Google's command quota is used up; a slot frees {when}")
-        self.retry_after = retry_after
 
 
 class _Window:

@@ -1,7 +1,7 @@
 """RTSP Nest cameras: Google's stream URL goes to the demand hook, extended before each expiry
 (ExtendRtspStream) by the Nest lease holder.
 
-Each session is stored encrypted in `stream_sessions`, so any replica can stop it, and the
+Each session is stored encrypted in `stream_sessions_table`, so any replica can stop it, and the
 next lease holder (or the restarted sidecar) resumes extending it.
 """
 
@@ -15,13 +15,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import Unavailable
+from ..errors import GoogleError, GoogleUnreachable, SecretUnreadable, Unavailable
 from ..events import EventBus
 from ..modules.cameras import Cameras
 from ..security import Redactor, SecretBox
-from ..storage.store import Store, as_utc, stream_sessions
+from ..storage.store import Store, as_utc, stream_sessions_table
 from .leadership import Leadership
-from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient, SdmError, SdmUnavailable
+from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient
 from .stream_lifecycle import StreamLifecycle, StreamSession
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class RtspSession(StreamSession):
 
 
 class StoredSessions:
-    """The `stream_sessions` rows: a session's URL and extension token, encrypted."""
+    """The `stream_sessions_table` rows: a session's URL and extension token, encrypted."""
 
     def __init__(self, store: Store, box: SecretBox, redactor: Redactor) -> None:
         self._store = store
@@ -55,9 +55,9 @@ class StoredSessions:
     async def save(self, session: RtspSession) -> None:
         assert session.url is not None and session.extension_token is not None
         async with self._store.begin() as conn:
-            await conn.execute(stream_sessions.delete().where(
-                stream_sessions.c.camera_id == session.camera.id))
-            await conn.execute(stream_sessions.insert().values(
+            await conn.execute(stream_sessions_table.delete().where(
+                stream_sessions_table.c.camera_id == session.camera.id))
+            await conn.execute(stream_sessions_table.insert().values(
                 camera_id=session.camera.id, protocol="RTSP",
                 source_url=self._box.encrypt(session.url),
                 extension_token=self._box.encrypt(session.extension_token),
@@ -65,18 +65,18 @@ class StoredSessions:
 
     async def delete(self, camera_id: int) -> None:
         async with self._store.begin() as conn:
-            await conn.execute(stream_sessions.delete().where(
-                stream_sessions.c.camera_id == camera_id))
+            await conn.execute(stream_sessions_table.delete().where(
+                stream_sessions_table.c.camera_id == camera_id))
 
     async def rows(self) -> list[Any]:
         async with self._store.begin() as conn:
-            return list((await conn.execute(sa.select(stream_sessions))).all())
+            return list((await conn.execute(sa.select(stream_sessions_table))).all())
 
     async def load(self, session: RtspSession) -> None:
         """Refresh a session from the store; no stored row means no stream."""
         async with self._store.begin() as conn:
-            row = (await conn.execute(sa.select(stream_sessions).where(
-                stream_sessions.c.camera_id == session.camera.id))).first()
+            row = (await conn.execute(sa.select(stream_sessions_table).where(
+                stream_sessions_table.c.camera_id == session.camera.id))).first()
         if row is None:
             session.url = session.extension_token = session.expires_at = None
         else:
@@ -127,7 +127,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
             return
         try:
             await self._generate(session)
-        except SdmError as exc:
+        except GoogleError as exc:
             raise Unavailable(f"Google could not start the stream of camera "
                               f"{session.camera.name!r}: {exc.message}") from None
 
@@ -136,7 +136,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
             try:
                 url = str(results["streamUrls"]["rtspUrl"])
             except (KeyError, TypeError):
-                raise SdmUnavailable("GenerateRtspStream answered without streamUrls.rtspUrl"
+                raise GoogleUnreachable("GenerateRtspStream answered without streamUrls.rtspUrl"
                                      ) from None
             session.url = url
             session.generation += 1
@@ -152,7 +152,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
             token = str(results["streamExtensionToken"])
             expires_at = dt.datetime.fromisoformat(str(results["expiresAt"]))
         except (KeyError, ValueError):
-            raise SdmUnavailable("stream command answered without a token or expiresAt"
+            raise GoogleUnreachable("stream command answered without a token or expiresAt"
                                  ) from None
         self._redactor.hold(("stream", session.camera.id), token, results.get("streamToken"),
                             session.url)
@@ -172,7 +172,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
                     continue  # a demand regenerated it meanwhile, or it is being stopped
                 try:
                     await self._generate(session)
-                except SdmError as exc:
+                except GoogleError as exc:
                     logger.error("camera %d (%s): could not regenerate the stream: %s; the next "
                                  "demand will try again", session.camera.id, session.camera.name,
                                  exc.message)
@@ -194,7 +194,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
                     await self._command(session, EXTEND_RTSP,
                                        {"streamExtensionToken": session.extension_token},
                                        budget, lambda results: self._renewed(session, results))
-            except SdmError as exc:
+            except GoogleError as exc:
                 retry_in = min(10.0, max(0.1, budget / 4))
                 will_retry = exc.retryable and budget - retry_in > 0
                 await self._failed(session, exc.message, exc.reason, attempt, will_retry)
@@ -280,7 +280,15 @@ class RtspStreams(StreamLifecycle[RtspSession]):
             await self._stored.delete(row.camera_id)
             return
         session = RtspSession(camera)
-        self._stored.restore(session, row)
+        try:
+            self._stored.restore(session, row)
+        except SecretUnreadable as exc:
+            # Encrypted under another app key: neither extensible nor stoppable from here,
+            # so it is left to expire at Google; the next demand generates a new stream.
+            logger.warning("camera %d (%s): its stored stream session is dropped: %s",
+                           camera.id, camera.name, exc.message)
+            await self._stored.delete(row.camera_id)
+            return
         self._sessions[row.camera_id] = session
         session.task = asyncio.create_task(self._keep_alive(session))
         logger.info("camera %d (%s): resumed stream %d%s", camera.id, camera.name,

@@ -1,6 +1,6 @@
-"""SDM API client: devices.list and executeCommand, Google's errors as one typed hierarchy.
+"""SDM API client: devices.list and executeCommand; Google's error answers -> GoogleError.
 
-The error tree is Google's REST one, so the Pub/Sub client (pubsub.py) raises it too.
+Google's REST errors have one shape, so the Pub/Sub client (pubsub.py) reads them here too.
 """
 
 from __future__ import annotations
@@ -13,10 +13,20 @@ from typing import Any
 
 import httpx
 
+from ..errors import (
+    GoogleAlreadyExists,
+    GoogleApiError,
+    GoogleAuthError,
+    GoogleError,
+    GoogleFailedPrecondition,
+    GoogleInvalidArgument,
+    GoogleNotFound,
+    GoogleRateLimited,
+    GoogleUnreachable,
+)
 from ..metrics import SDM_CALLS
 from .json_body import json_object
-from .oauth import NotAuthenticated
-from .quota import QuotaExhausted, QuotaLimiter
+from .quota import QuotaLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -32,72 +42,18 @@ BACKOFF_FIRST, BACKOFF_FACTOR, BACKOFF_MAX = 60.0, 1.5, 600.0
 TokenSource = Callable[[int], Awaitable[str]]  # credential id -> a valid access token
 
 
-class SdmError(Exception):
-    """A failed SDM call; `reason` is the machine code sent to subscribers."""
-
-    retryable = False
-
-    def __init__(self, message: str, status: str = "", http_status: int = 0) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.http_status = http_status
-
-    @property
-    def reason(self) -> str:
-        return (self.status or type(self).__name__).lower()
-
-
-class SdmAuthError(SdmError):
-    """401/403: the access token or the project's permissions are not good enough."""
-
-
-class SdmNotFound(SdmError):
-    """404: the device (or project) does not exist for this credential."""
-
-
-class SdmInvalidArgument(SdmError):
-    """400 INVALID_ARGUMENT."""
-
-
-class SdmFailedPrecondition(SdmError):
-    """400 FAILED_PRECONDITION, e.g. a stream that has expired or cannot be extended."""
-
-
-class SdmAlreadyExists(SdmError):
-    """409 ALREADY_EXISTS (Pub/Sub: the topic or subscription is there already)."""
-
-
-class SdmRateLimited(SdmError):
-    """429 RESOURCE_EXHAUSTED from Google, or our own pause after one."""
-
-
-class SdmUnavailable(SdmError):
-    """5xx, timeouts, refused connections: worth another try later."""
-
-    retryable = True
-
-
-class SdmQuota(SdmError):
-    """Our own limiter could not find a slot before the deadline: Google was not called."""
-
-    @property
-    def reason(self) -> str:
-        return "quota"
-
-
-_BY_STATUS: dict[str, type[SdmError]] = {
-    "UNAUTHENTICATED": SdmAuthError, "PERMISSION_DENIED": SdmAuthError,
-    "NOT_FOUND": SdmNotFound, "INVALID_ARGUMENT": SdmInvalidArgument,
-    "FAILED_PRECONDITION": SdmFailedPrecondition, "RESOURCE_EXHAUSTED": SdmRateLimited,
-    "ALREADY_EXISTS": SdmAlreadyExists, "UNAVAILABLE": SdmUnavailable,
+_BY_STATUS: dict[str, type[GoogleError]] = {
+    "UNAUTHENTICATED": GoogleAuthError, "PERMISSION_DENIED": GoogleAuthError,
+    "NOT_FOUND": GoogleNotFound, "INVALID_ARGUMENT": GoogleInvalidArgument,
+    "FAILED_PRECONDITION": GoogleFailedPrecondition, "RESOURCE_EXHAUSTED": GoogleRateLimited,
+    "ALREADY_EXISTS": GoogleAlreadyExists, "UNAVAILABLE": GoogleUnreachable,
 }
-_BY_HTTP: dict[int, type[SdmError]] = {401: SdmAuthError, 403: SdmAuthError, 404: SdmNotFound,
-                                       429: SdmRateLimited}
+_BY_HTTP: dict[int, type[GoogleError]] = {401: GoogleAuthError, 403: GoogleAuthError,
+                                          404: GoogleNotFound, 429: GoogleRateLimited}
 
 
-def error_from_response(response: httpx.Response) -> SdmError:
-    """Google's `{"error": {code, message, status}}` body (or whatever came) -> SdmError."""
+def error_from_response(response: httpx.Response) -> GoogleError:
+    """Google's `{"error": {code, message, status}}` body (or whatever came) -> GoogleError."""
     message, status = f"HTTP {response.status_code}", ""
     error = (json_object(response) or {}).get("error")
     if isinstance(error, dict):
@@ -105,7 +61,7 @@ def error_from_response(response: httpx.Response) -> SdmError:
         status = str(error.get("status") or "")
     kind = _BY_STATUS.get(status) or _BY_HTTP.get(response.status_code)
     if kind is None:
-        kind = SdmUnavailable if response.status_code >= 500 else SdmError
+        kind = GoogleUnreachable if response.status_code >= 500 else GoogleApiError
     return kind(message, status, response.status_code)
 
 
@@ -149,7 +105,7 @@ class SdmClient:
                                      {"eventId": event_id}, within)
         url, token = results.get("url"), results.get("token")
         if not isinstance(url, str) or not isinstance(token, str):
-            raise SdmError("GenerateImage answered without url and token")
+            raise GoogleApiError("GenerateImage answered without url and token")
         return url, token
 
     async def _call(self, credential_id: int, device: str | None, command: str, within: float,
@@ -159,16 +115,10 @@ class SdmClient:
         backoff = self._backoff.setdefault(credential_id, _Backoff())
         paused = backoff.until - time.monotonic()
         if paused > 0:
-            raise SdmRateLimited(f"Google rate-limited this credential; commands pause for "
+            raise GoogleRateLimited(f"Google rate-limited this credential; commands pause for "
                                  f"{paused:.0f} more seconds", "RESOURCE_EXHAUSTED", 429)
-        try:
-            answered = await self.limiter.acquire(credential_id, device, command, deadline)
-        except QuotaExhausted as exc:
-            raise SdmQuota(str(exc)) from None
-        try:
-            token = await self._tokens(credential_id)
-        except NotAuthenticated as exc:
-            raise SdmAuthError(str(exc), "UNAUTHENTICATED") from None
+        answered = await self.limiter.acquire(credential_id, device, command, deadline)
+        token = await self._tokens(credential_id)
         short = command.rsplit(".", 1)[-1] if command.startswith("sdm.") else command
         try:
             response = await self._http.request(
@@ -177,7 +127,7 @@ class SdmClient:
                 timeout=max(0.1, deadline - time.monotonic()))
         except httpx.HTTPError as exc:
             SDM_CALLS.labels(short, "error").inc()
-            raise SdmUnavailable(f"SDM API unreachable ({type(exc).__name__})") from None
+            raise GoogleUnreachable(f"SDM API unreachable ({type(exc).__name__})") from None
         finally:
             answered()
         SDM_CALLS.labels(short, str(response.status_code)).inc()
@@ -185,10 +135,10 @@ class SdmClient:
             backoff.delay = 0.0
             body = json_object(response)
             if body is None:
-                raise SdmUnavailable("SDM API answered with something other than JSON")
+                raise GoogleUnreachable("SDM API answered with something other than JSON")
             return body
         error = error_from_response(response)
-        if isinstance(error, SdmRateLimited):
+        if isinstance(error, GoogleRateLimited):
             backoff.delay = min(BACKOFF_MAX, backoff.delay * BACKOFF_FACTOR or BACKOFF_FIRST)
             backoff.until = time.monotonic() + backoff.delay
             logger.warning("Google rate-limited %s for credential %d: %s; pausing its commands "

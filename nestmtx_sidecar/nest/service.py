@@ -17,12 +17,13 @@ from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
 from ..storage.lease import Lease, LocalLease
 from ..storage.store import Store
+from .consent import ConsentCallback
 from .device_events import DeviceEvents
 from .leadership import Leadership
 from .media import EventMedia
 from .media_routes import MediaRoutes
 from .media_store import MediaStore
-from .oauth import ConsentCallback, TokenKeeper
+from .oauth import TokenKeeper
 from .pubsub import PubSubClient
 from .rtsp_streams import RtspStreams
 from .sdm import SdmClient
@@ -55,7 +56,7 @@ class Nest:
         self.http = httpx.AsyncClient(timeout=30.0)
         self.lease = lease or LocalLease("nest")
         self.leadership = Leadership(self.lease)
-        self.tokens = TokenKeeper(store, box, redactor, bus, settings.google_token_uri,
+        self.tokens = TokenKeeper(store, credentials, redactor, bus, settings.google_token_uri,
                                   self.leadership)
         self.sdm = SdmClient(settings.sdm_api_url, self.tokens.access_token, self.http)
         self.sync = DeviceSync(store, self.sdm, self.tokens, cameras,
@@ -71,7 +72,8 @@ class Nest:
         self.device_events = DeviceEvents(
             store, bus, PubSubClient(settings.pubsub_api_url, self.tokens.access_token,
                                      self.http),
-            self.sync, self.tokens, self.media, self.leadership, settings.event_max_age)
+            self.sync, self.tokens, self.media, credentials, self.leadership,
+            settings.event_max_age)
         callback = ConsentCallback(self.tokens, credentials, self.http)
         self.routes = [Route(CALLBACK_PATH, callback.endpoint),
                        *MediaRoutes(auth, self.media.store).routes,

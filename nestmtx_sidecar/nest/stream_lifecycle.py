@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ..errors import Unavailable
+from ..errors import GoogleError, Unavailable
 from ..events import Event, EventBus, isoformat
 from ..hooks.camera_details import camera_details
 from ..modules.cameras import CameraRef
 from ..storage.store import utcnow
-from .sdm import SdmClient, SdmError
+from .sdm import SdmClient
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class StreamLifecycle(abc.ABC, Generic[S]):
         """A Stop*Stream command; a refusal is only logged (the stream expires anyway)."""
         try:
             await self._command(session, command, params, STOP_WITHIN, _ignore)
-        except SdmError as exc:
+        except GoogleError as exc:
             logger.warning("camera %d: %s failed: %s", session.camera.id,
                            command.rsplit(".", 1)[-1], exc.message)
 

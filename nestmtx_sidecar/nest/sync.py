@@ -1,4 +1,4 @@
-"""Device sync: SDM's devices.list -> the cameras table; gone devices are marked, not deleted."""
+"""Device sync: SDM's devices.list -> the cameras module; gone devices are marked, not deleted."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import GoogleError
 from ..events import Event
-from ..modules.cameras import Cameras, camera_ref
-from ..storage.store import Store, cameras, credentials, utcnow
+from ..modules.cameras import Cameras
+from ..storage.store import Store, credentials_table
 from .oauth import TokenKeeper
-from .sdm import SdmClient, SdmError
+from .sdm import SdmClient
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class DeviceSync:
     async def run_periodically(self) -> None:
         while True:
             async with self._store.begin() as conn:
-                ids = (await conn.execute(sa.select(credentials.c.id))).scalars().all()
+                ids = (await conn.execute(sa.select(credentials_table.c.id))).scalars().all()
             for credential_id in ids:
                 if self._keeper.is_authenticated(credential_id):
                     self.spawn(credential_id)
@@ -77,37 +78,19 @@ class DeviceSync:
 
     async def _sync(self, credential_id: int) -> int:
         async with self._store.begin() as conn:
-            project = (await conn.execute(sa.select(credentials.c.dac_project_id).where(
-                credentials.c.id == credential_id))).scalar_one_or_none()
+            project = (await conn.execute(sa.select(credentials_table.c.dac_project_id).where(
+                credentials_table.c.id == credential_id))).scalar_one_or_none()
         if project is None:
             return -1
         try:
             devices = await self._sdm.list_devices(credential_id, project)
-        except SdmError as exc:
+        except GoogleError as exc:
             logger.warning("device sync for credential %d failed: %s", credential_id, exc)
             return -1
-        async with self._store.begin() as conn:
-            existing = {row.uid: row for row in (await conn.execute(
-                sa.select(cameras).where(cameras.c.credential_id == credential_id))).all()}
-            seen = set()
-            for device in devices:
-                seen.add(device["name"])
-                values = {**camera_values(device), "is_missing": False}
-                if device["name"] in existing:
-                    await conn.execute(cameras.update().where(
-                        cameras.c.id == existing[device["name"]].id).values(
-                            **values, updated_at=utcnow()))
-                else:
-                    await conn.execute(cameras.insert().values(
-                        credential_id=credential_id, uid=device["name"], **values))
-            gone = [row.id for uid, row in existing.items() if uid not in seen]
-            if gone:
-                await conn.execute(cameras.update().where(cameras.c.id.in_(gone))
-                                   .values(is_missing=True, updated_at=utcnow()))
-        for uid, row in existing.items():
-            await self._cameras.changed(camera_ref(row), await self._cameras.get_ref(row.id))
-            if uid not in seen:
-                logger.warning("camera %d (%s) is no longer listed by Google; marked missing",
-                               row.id, row.name)
+        gone = await self._cameras.sync_devices(
+            credential_id, {device["name"]: camera_values(device) for device in devices})
+        for camera in gone:
+            logger.warning("camera %d (%s) is no longer listed by Google; marked missing",
+                           camera.id, camera.name)
         logger.info("device sync for credential %d: %d devices", credential_id, len(devices))
         return len(devices)

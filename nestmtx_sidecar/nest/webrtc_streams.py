@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Unavailable
+from ..errors import GoogleError, GoogleFailedPrecondition, GoogleUnreachable, Unavailable
 from ..events import EventBus
 from ..storage.store import as_utc
-from .sdm import COMMAND_PREFIX, SdmClient, SdmError, SdmFailedPrecondition, SdmUnavailable
+from .sdm import COMMAND_PREFIX, SdmClient
 from .stream_lifecycle import StreamLifecycle, StreamSession
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
             return
         try:
             await self._start(session)
-        except (SdmError, _webrtc().PublisherError) as exc:
+        except (GoogleError, _webrtc().PublisherError) as exc:
             self._sessions.pop(session.camera.id, None)
             await self._stop_granted(session)
             raise Unavailable(f"could not start the WebRTC stream of camera "
@@ -110,7 +110,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
                 return (str(results["answerSdp"]), _parse_time(results["expiresAt"]),
                         str(results["mediaSessionId"]))
             except (KeyError, ValueError):
-                raise SdmUnavailable("GenerateWebRtcStream answered without answerSdp, "
+                raise GoogleUnreachable("GenerateWebRtcStream answered without answerSdp, "
                                      "expiresAt or mediaSessionId") from None
 
         async def generate(offer_sdp: str) -> tuple[str, dt.datetime, str]:
@@ -149,10 +149,10 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
                                    lambda results: self._extended(session, results))
                 await self._publish(session, "extended", expiresAt=session.expiry)
                 return
-            except (SdmError, KeyError, ValueError) as exc:
+            except (GoogleError, KeyError, ValueError) as exc:
                 # Battery devices never extend: from now on go straight to a new session.
-                session.extendable = not isinstance(exc, SdmFailedPrecondition)
-                reason = exc.reason if isinstance(exc, SdmError) else "bad_answer"
+                session.extendable = not isinstance(exc, GoogleFailedPrecondition)
+                reason = exc.reason if isinstance(exc, GoogleError) else "bad_answer"
                 await self._publish(session, "failed-extension", error=_message(exc),
                                     reason=reason, regenerating=True)
         await self._regenerate(session)
@@ -171,7 +171,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         old = session.media_session_id
         try:
             answer = await session.publisher.regenerate(self._generator(session))
-        except (SdmError, _webrtc().PublisherError) as exc:
+        except (GoogleError, _webrtc().PublisherError) as exc:
             await self._recover(session, _webrtc().Failure("regeneration-failed", _message(exc)))
             return
         self._took(session, answer)
@@ -201,7 +201,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
                 await asyncio.sleep(RECOVERY_BACKOFF * 2 ** (attempt - 1))
             try:
                 answer = await publisher.recover(self._generator(session))
-            except (SdmError, _webrtc().PublisherError) as exc:
+            except (GoogleError, _webrtc().PublisherError) as exc:
                 logger.error("camera %d (%s): new WebRTC session %d of %d failed: %s",
                              camera.id, camera.name, attempt + 1, RECOVERY_ATTEMPTS,
                              _message(exc))
@@ -217,7 +217,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         await self._end(session)
         try:
             await self._start(session)
-        except (SdmError, _webrtc().PublisherError) as exc:
+        except (GoogleError, _webrtc().PublisherError) as exc:
             logger.error("camera %d (%s): could not restart the WebRTC stream: %s",
                          session.camera.id, session.camera.name, _message(exc))
             await self._give_up(session)
@@ -253,4 +253,4 @@ def _parse_time(value: Any) -> dt.datetime:
 
 
 def _message(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, SdmError) else str(exc)
+    return exc.message if isinstance(exc, GoogleError) else str(exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from ..errors import SecretUnreadable
+
 
 class SecretBox:
     """Encrypts secrets at rest with the app key (Fernet: AES-128-CBC + HMAC-SHA256)."""
@@ -17,10 +19,13 @@ class SecretBox:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, ciphertext: str | None) -> str | None:
+        """The plaintext; SecretUnreadable when this app key did not encrypt it."""
         if ciphertext is None:
             return None
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
-            raise ValueError("secret cannot be decrypted: NESTMTX_APP_KEY changed?") from None
+            raise SecretUnreadable(
+                "A stored secret cannot be decrypted: NESTMTX_APP_KEY is not the key it was "
+                "encrypted with (the app key changed)") from None
 

@@ -44,7 +44,7 @@ def _timestamps() -> list[sa.Column[Any]]:
     ]
 
 
-users = sa.Table(
+users_table = sa.Table(
     "users", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("username", sa.String(150), nullable=False, unique=True),
@@ -53,7 +53,7 @@ users = sa.Table(
     *_timestamps(),
 )
 
-access_tokens = sa.Table(
+access_tokens_table = sa.Table(
     "access_tokens", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
@@ -63,7 +63,7 @@ access_tokens = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=utcnow),
 )
 
-credentials = sa.Table(
+credentials_table = sa.Table(
     "credentials", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("description", sa.String(255), nullable=False),
@@ -91,7 +91,7 @@ credentials = sa.Table(
     *_timestamps(),
 )
 
-cameras = sa.Table(
+cameras_table = sa.Table(
     "cameras", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("credential_id", sa.ForeignKey("credentials.id", ondelete="CASCADE"),
@@ -112,7 +112,7 @@ cameras = sa.Table(
     sa.UniqueConstraint("credential_id", "uid"),
 )
 
-stream_sessions = sa.Table(
+stream_sessions_table = sa.Table(
     "stream_sessions", metadata,
     sa.Column("camera_id", sa.ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("protocol", sa.String(16), nullable=False),
@@ -125,7 +125,7 @@ stream_sessions = sa.Table(
 
 
 # SDM events already emitted, by key: the insert that wins emits (any replica, any restart).
-nest_events = sa.Table(
+nest_events_table = sa.Table(
     "nest_events", metadata,
     sa.Column("key", sa.String(640), primary_key=True),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
