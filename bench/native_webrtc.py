@@ -5,12 +5,11 @@ peer and runs this file as a child under Debian's /usr/bin/python3 (PyGObject is
 which is the receiver:
 
     webrtcbin (recvonly Opus, recvonly H.264, a data channel: the offer Google requires)
-      -> rtph264depay ! h264parse ! fakesink
-      -> rtpopusdepay ! opusparse ! fakesink
+      -> rtph264depay ! h264parse ! rtspclientsink (RTSP RECORD over TCP)
+      -> rtpopusdepay ! opusparse ! (the same rtspclientsink)
 
-It stops short of RTSP: ffmpeg's `-rtsp_flags listen` (the publisher's receiver) refuses
-rtspclientsink's SETUP (`mode=RECORD` in capitals; ffmpeg 5/6 compare it case-sensitively),
-so this floor leaves out the RTSP muxing and TCP send that the publisher pays for.
+What the publisher does, the GStreamer way: the same H.264 and Opus, untouched, to the same
+kind of RTSP receiver (bench/rtsp_record.py; ffmpeg's listener refuses rtspclientsink).
 
 The child speaks JSON lines: it prints {"offer"}, reads {"answer"} (repaired as the sidecar
 repairs Google's), prints {"streaming"} at the first video access unit, and on "stop" prints
@@ -30,7 +29,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 # -- the child (Debian's python3 with gi) -----------------------------------------------------
 
-def _child() -> None:
+def _child(target_url: str) -> None:
     import threading
 
     import gi
@@ -43,8 +42,8 @@ def _child() -> None:
     Gst.init(None)
     pipeline = Gst.parse_launch(
         "webrtcbin name=w bundle-policy=max-compat latency=200 "
-        "h264parse name=vparse ! fakesink sync=false "
-        "opusparse name=aparse ! fakesink sync=false")
+        "h264parse name=vparse ! s.sink_0 opusparse name=aparse ! s.sink_1 "
+        f"rtspclientsink name=s protocols=tcp location={target_url}")
     webrtc = pipeline.get_by_name("w")
     loop = GLib.MainLoop()
     frames = [0]
@@ -116,12 +115,25 @@ def _child() -> None:
     pipeline.send_event(Gst.Event.new_eos())
     pipeline.get_bus().timed_pop_filtered(5 * Gst.SECOND, Gst.MessageType.EOS)
     pipeline.set_state(Gst.State.NULL)
+    say({"sent": frames[0]})
 
 
 # -- the parent (the bench) -------------------------------------------------------------------
 
 async def measure_native(clip: Any, seconds: float) -> Any:
-    """webrtcbin's CPU for `seconds` of the clip, as a bench/webrtc_cpu.py Run."""
+    """webrtcbin's CPU for `seconds` of the clip, forwarding to bench/rtsp_record.py's
+    receiver, as a bench/webrtc_cpu.py Run."""
+    from bench.rtsp_record import record_receiver
+    from bench.webrtc_cpu import received
+    from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+
+    async with record_receiver(["native"]) as receiver:
+        run = await _run_child(FakeNestWebRtc(Clip.load(clip)), seconds, receiver.urls[0])
+        run.received = await received(receiver, run.sent)
+    return run
+
+
+async def _run_child(fake: Any, seconds: float, target_url: str) -> Any:
     import asyncio
     import re
     from pathlib import Path
@@ -130,11 +142,9 @@ async def measure_native(clip: Any, seconds: float) -> Any:
 
     from bench.webrtc_cpu import Run
     from nestmtx_sidecar.nest.webrtc import repair_answer
-    from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 
-    fake = FakeNestWebRtc(Clip.load(clip))
     proc = await asyncio.create_subprocess_exec(
-        SYSTEM_PYTHON, str(Path(__file__)), stdin=asyncio.subprocess.PIPE,
+        SYSTEM_PYTHON, str(Path(__file__)), target_url, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert proc.stdin is not None and proc.stdout is not None
 
@@ -168,14 +178,15 @@ async def measure_native(clip: Any, seconds: float) -> Any:
         await asyncio.sleep(seconds)
         proc.stdin.write(b"stop\n")
         result = await expect("cpu")
+        sent = (await expect("sent"))["sent"]
         await asyncio.wait_for(proc.wait(), 15)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         await fake.close()
-    return Run(result["cpu"], result["wall"], [result["frames"]])
+    return Run(result["cpu"], result["wall"], [result["frames"]], sent=[sent])
 
 
 if __name__ == "__main__":
-    _child()
+    _child(sys.argv[1])
