@@ -141,7 +141,7 @@ async def _run_child(fake: Any, seconds: float, target_url: str) -> Any:
     import aioice.ice
 
     from bench.webrtc_cpu import Run
-    from nestmtx_sidecar.nest.webrtc import repair_answer
+    from nestmtx_sidecar.nest.webrtc_peer import repair_answer
 
     proc = await asyncio.create_subprocess_exec(
         SYSTEM_PYTHON, str(Path(__file__)), target_url, stdin=asyncio.subprocess.PIPE,

@@ -57,6 +57,9 @@ def _publishers(urls: list[str], audio: str, env: dict[str, str] | None,
     its CPU seconds, the wall time, each publisher's video frame count in that time and its
     total (what the receiver must have got)."""
     _loopback_only()
+    import uvloop
+
+    from nestmtx_sidecar.cli import tune_gc
     from nestmtx_sidecar.config import load_settings
     from nestmtx_sidecar.nest.webrtc import WebRtcPublisher
     from tests.conftest import serve_in_loop
@@ -83,7 +86,9 @@ def _publishers(urls: list[str], audio: str, env: dict[str, str] | None,
                 await publisher.stop()
         conn.send((cpu, wall, frames, [p.stats.video_frames for p in publishers]))
 
-    asyncio.run(run())
+    # As `serve` runs: uvicorn's loop="auto" is uvloop (uvicorn[standard]), GC tuned.
+    tune_gc()
+    uvloop.run(run())
 
 
 @dataclass
