@@ -95,7 +95,8 @@ class DirectFrames:
     aiortc puts `(codec, frame)` here from its packet handler, on the event loop; the frame
     goes through the pass-through (IDR wait, PLI) and to `sink` at once. The decoder thread
     aiortc still starts gets `None` (its stop signal) and ends; aiortc's `put(None)` when the
-    receiver stops is ignored.
+    receiver stops is ignored. An exception from `sink` ends aiortc's DTLS transport (it
+    logs it): the session then fails like a dropped connection, and is recovered as one.
     """
 
     def __init__(self, kind: str, sink: FrameSink, decode_error: threading.Event) -> None:

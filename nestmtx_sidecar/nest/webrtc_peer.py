@@ -68,7 +68,7 @@ class PeerSession:
         self._on_lost = on_lost
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._readers: list[asyncio.Task[None]] = []
-        self.direct = False  # frames come straight from aiortc's receivers, no reader tasks
+        self._direct = False  # frames come straight from aiortc's receivers, no reader tasks
         self._closing = False
         self._pc.on("track", self._start_reader)
         self._pc.on("connectionstatechange", self._state_changed)
@@ -89,7 +89,7 @@ class PeerSession:
         video = self._pc.addTransceiver("video", direction="recvonly")
         audio.setCodecPreferences(_codecs("audio", _AUDIO_MIMES))
         video.setCodecPreferences(_codecs("video", _VIDEO_MIMES))
-        self.direct = all([deliver_directly(t.receiver, t.kind, self._deliver)
+        self._direct = all([deliver_directly(t.receiver, t.kind, self._deliver)
                            for t in (audio, video)])
         # Google rejects an offer without a data channel after audio and video.
         self._pc.createDataChannel("dataSendChannel")
@@ -101,7 +101,7 @@ class PeerSession:
         self._on_frame(self, kind, frame)
 
     def _start_reader(self, track: MediaStreamTrack) -> None:
-        if not self.direct:
+        if not self._direct:
             self._readers.append(asyncio.create_task(self._read(track)))
 
     async def _read(self, track: MediaStreamTrack) -> None:
