@@ -1,140 +1,44 @@
 """The native floor: GStreamer's webrtcbin receiving a fake Nest stream, forwarding it to RTSP.
 
-Two halves. `measure_native` (bench/webrtc_cpu.py's side) plays the clip from the fake Nest
-peer and runs this file as a child under Debian's /usr/bin/python3 (PyGObject is Debian's),
-which is the receiver:
-
-    webrtcbin (recvonly Opus, recvonly H.264, a data channel: the offer Google requires)
-      -> rtph264depay ! h264parse ! fakesink
-      -> rtpopusdepay ! opusparse ! fakesink
-
-It stops short of RTSP: ffmpeg's `-rtsp_flags listen` (the publisher's receiver) refuses
-rtspclientsink's SETUP (`mode=RECORD` in capitals; ffmpeg 5/6 compare it case-sensitively),
-so this floor leaves out the RTSP muxing and TCP send that the publisher pays for.
-
-The child speaks JSON lines: it prints {"offer"}, reads {"answer"} (repaired as the sidecar
-repairs Google's), prints {"streaming"} at the first video access unit, and on "stop" prints
-{"cpu", "wall", "frames"}. libnice gathers host candidates on this machine's interfaces
-(never loopback, never anything remote: no STUN/TURN is set).
+`measure_native` (bench/webrtc_cpu.py's side) plays the clip from the fake Nest peer to
+bench/native_webrtc_child.py, run under Debian's /usr/bin/python3 (PyGObject is Debian's):
+what the publisher does, the GStreamer way (webrtcbin, depayload, parse, rtspclientsink):
+the same H.264 and Opus, untouched, to the same kind of RTSP receiver (bench/rtsp_record.py;
+ffmpeg's listener refuses rtspclientsink). The answer is repaired as the sidecar repairs
+Google's. libnice gathers host candidates on this machine's interfaces (never loopback,
+never anything remote: no STUN/TURN is set).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
-import time
+import re
+from pathlib import Path
 from typing import Any
 
-SYSTEM_PYTHON = "/usr/bin/python3"
+import aioice.ice
+
+from bench.rtsp_record import SYSTEM_PYTHON, record_receiver
+from bench.webrtc_cpu import Run, received
+from nestmtx_sidecar.nest.webrtc_peer import repair_answer
+from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+
+CHILD = Path(__file__).with_name("native_webrtc_child.py")
 
 
-# -- the child (Debian's python3 with gi) -----------------------------------------------------
-
-def _child() -> None:
-    import threading
-
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstWebRTC", "1.0")
-    gi.require_version("GstSdp", "1.0")
-    from gi.repository import GLib, Gst, GstSdp, GstWebRTC
-
-    Gst.init(None)
-    pipeline = Gst.parse_launch(
-        "webrtcbin name=w bundle-policy=max-compat latency=200 "
-        "h264parse name=vparse ! fakesink sync=false "
-        "opusparse name=aparse ! fakesink sync=false")
-    webrtc = pipeline.get_by_name("w")
-    loop = GLib.MainLoop()
-    frames = [0]
-    streaming = threading.Event()
-
-    def say(message: dict[str, Any]) -> None:
-        print(json.dumps(message), flush=True)
-
-    def count(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        frames[0] += 1
-        if not streaming.is_set():
-            streaming.set()
-            say({"streaming": True})
-        return Gst.PadProbeReturn.OK
-
-    def on_pad(_: Gst.Element, pad: Gst.Pad) -> None:
-        if pad.direction != Gst.PadDirection.SRC:
-            return
-        media = pad.get_current_caps().get_structure(0).get_string("media")
-        depay = Gst.ElementFactory.make("rtph264depay" if media == "video" else "rtpopusdepay")
-        pipeline.add(depay)
-        depay.sync_state_with_parent()
-        pad.link(depay.get_static_pad("sink"))
-        parse = pipeline.get_by_name("vparse" if media == "video" else "aparse")
-        depay.link(parse)
-        if media == "video":
-            parse.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, count)
-
-    def gathered(element: Gst.Element, _: Any) -> None:
-        state = element.get_property("ice-gathering-state")
-        if state == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
-            say({"offer": element.get_property("local-description").sdp.as_text()})
-
-    def offered(promise: Gst.Promise, _: Any) -> None:
-        reply = promise.get_reply()
-        offer = reply.get_value("offer") if reply is not None else None
-        if offer is None:
-            sys.stderr.write(f"create-offer failed: {reply and reply.to_string()}\n")
-            return
-        webrtc.emit("set-local-description", offer, Gst.Promise.new())
-
-    webrtc.connect("pad-added", on_pad)
-    webrtc.connect("notify::ice-gathering-state", gathered)
-    for caps in ("application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111",
-                 "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=102,"
-                 "packetization-mode=(string)1,profile-level-id=(string)42e01f"):
-        webrtc.emit("add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY,
-                    Gst.Caps.from_string(caps))
-    pipeline.set_state(Gst.State.READY)
-    webrtc.emit("create-data-channel", "dataSendChannel", None)
-    pipeline.set_state(Gst.State.PLAYING)
-    webrtc.emit("create-offer", None, Gst.Promise.new_with_change_func(offered, None))
-
-    def commands() -> None:
-        answer = json.loads(sys.stdin.readline())["answer"]
-        _, sdp = GstSdp.SDPMessage.new_from_text(answer)
-        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
-        GLib.idle_add(lambda: webrtc.emit("set-remote-description", description,
-                                          Gst.Promise.new()) and False)
-        streaming.wait()
-        cpu0, t0, frames0 = time.process_time(), time.monotonic(), frames[0]
-        sys.stdin.readline()  # "stop"
-        say({"cpu": time.process_time() - cpu0, "wall": time.monotonic() - t0,
-             "frames": frames[0] - frames0})
-        GLib.idle_add(loop.quit)
-
-    threading.Thread(target=commands, daemon=True).start()
-    loop.run()
-    pipeline.send_event(Gst.Event.new_eos())
-    pipeline.get_bus().timed_pop_filtered(5 * Gst.SECOND, Gst.MessageType.EOS)
-    pipeline.set_state(Gst.State.NULL)
+async def measure_native(clip: Path, seconds: float) -> Run:
+    """webrtcbin's CPU for `seconds` of the clip, forwarding to bench/rtsp_record.py's
+    receiver, as a bench/webrtc_cpu.py Run."""
+    async with record_receiver(["native"]) as receiver:
+        run = await _run_child(FakeNestWebRtc(Clip.load(clip)), seconds, receiver.urls[0])
+        run.received = await received(receiver, run.sent)
+    return run
 
 
-# -- the parent (the bench) -------------------------------------------------------------------
-
-async def measure_native(clip: Any, seconds: float) -> Any:
-    """webrtcbin's CPU for `seconds` of the clip, as a bench/webrtc_cpu.py Run."""
-    import asyncio
-    import re
-    from pathlib import Path
-
-    import aioice.ice
-
-    from bench.webrtc_cpu import Run
-    from nestmtx_sidecar.nest.webrtc import repair_answer
-    from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
-
-    fake = FakeNestWebRtc(Clip.load(clip))
+async def _run_child(fake: FakeNestWebRtc, seconds: float, target_url: str) -> Run:
     proc = await asyncio.create_subprocess_exec(
-        SYSTEM_PYTHON, str(Path(__file__)), stdin=asyncio.subprocess.PIPE,
+        SYSTEM_PYTHON, str(CHILD), target_url, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert proc.stdin is not None and proc.stdout is not None
 
@@ -168,14 +72,12 @@ async def measure_native(clip: Any, seconds: float) -> Any:
         await asyncio.sleep(seconds)
         proc.stdin.write(b"stop\n")
         result = await expect("cpu")
+        sent = (await expect("sent"))["sent"]
         await asyncio.wait_for(proc.wait(), 15)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         await fake.close()
-    return Run(result["cpu"], result["wall"], [result["frames"]])
+    return Run(result["cpu"], result["wall"], [result["frames"]], sent=[sent])
 
-
-if __name__ == "__main__":
-    _child()

@@ -4,15 +4,16 @@
 
 Makes a 1080p30 4 Mb/s H.264 + Opus clip and plays it from fake Nest peers (in this process)
 to WebRtcPublishers running in a child process (its CPU alone is measured), each publishing
-to its own `ffmpeg -rtsp_flags listen` on loopback. Rows, all from one run:
+to its own mount point of one RTSP RECORD receiver on loopback (bench/rtsp_record.py, which
+counts what arrives). Rows, all from one run:
   - pass-through (audio `opus`) and `aac`, one camera: CPU s per camera-minute;
   - with `--cameras N` (N > 1): N cameras at once in one child, CPU per camera, and the p99 of
     hook-to-Socket.IO latency with the N streaming vs idle: the child then also serves the
     real sidecar on the same event loop, and bench/run.py's poster and socket.io-client
     subscriber measure it;
   - with `--native`: GStreamer's webrtcbin (bench/native_webrtc.py, Debian's PyGObject under
-    /usr/bin/python3) fed by the same fake peer, depayloading and parsing the same streams
-    (not muxing them to RTSP: see that file for why), the floor the pass-through is held to;
+    /usr/bin/python3) fed by the same fake peer, forwarding the same streams untouched to the
+    same kind of receiver (rtspclientsink): the floor the pass-through is held to;
   - NestMTX's double ffmpeg transcode of the same clip.
 Loopback only: ICE is restricted to 127.0.0.1 in every process.
 """
@@ -29,14 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.rtsp_record import RecordReceiver, record_receiver  # noqa: E402
 
 LATENCY_EVENTS = 500
 LATENCY_RATE = 50.0  # hook POSTs per second: steady, far below capacity
@@ -52,8 +54,12 @@ def _publishers(urls: list[str], audio: str, env: dict[str, str] | None,
                 conn: Connection) -> None:
     """Child process: the sidecar's side, one publisher per URL, and the sidecar itself if
     `env` is given. Streams from "streaming" until the parent says "stop", then sends back
-    its CPU seconds, the wall time and each publisher's video frame count."""
+    its CPU seconds, the wall time, each publisher's video frame count in that time and its
+    total (what the receiver must have got)."""
     _loopback_only()
+    import uvloop
+
+    from nestmtx_sidecar.cli import tune_gc
     from nestmtx_sidecar.config import load_settings
     from nestmtx_sidecar.nest.webrtc import WebRtcPublisher
     from tests.conftest import serve_in_loop
@@ -78,9 +84,11 @@ def _publishers(urls: list[str], audio: str, env: dict[str, str] | None,
             frames = [p.stats.video_frames - f for p, f in zip(publishers, frames0, strict=True)]
             for publisher in publishers:
                 await publisher.stop()
-        conn.send((cpu, wall, frames))
+        conn.send((cpu, wall, frames, [p.stats.video_frames for p in publishers]))
 
-    asyncio.run(run())
+    # As `serve` runs: uvicorn's loop="auto" is uvloop (uvicorn[standard]), GC tuned.
+    tune_gc()
+    uvloop.run(run())
 
 
 @dataclass
@@ -89,6 +97,8 @@ class Run:
     wall: float
     frames: list[int]
     p99_ms: float | None = None
+    sent: list[int] = field(default_factory=list)  # video access units forwarded, in all
+    received: list[int] = field(default_factory=list)  # ... and counted at the receiver
 
     @property
     def per_camera_minute(self) -> float:
@@ -98,14 +108,22 @@ class Run:
     def fps(self) -> float:
         return sum(self.frames) / self.wall / max(len(self.frames), 1)
 
+    @property
+    def delivery(self) -> str:
+        """What the RTSP receiver counted, against what was forwarded."""
+        return f"receiver got {sum(self.received)} of {sum(self.sent)} access units"
 
-@contextlib.asynccontextmanager
-async def _receivers(workdir: Path, count: int) -> AsyncIterator[list[Any]]:
-    from tests.test_webrtc import rtsp_receiver
 
-    async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(rtsp_receiver(workdir, f"cam{n}"))
-               for n in range(count)]
+async def received(receiver: RecordReceiver, sent: list[int]) -> list[int]:
+    """Video access units at each mount point, once all `sent` are in (or 5 s have passed:
+    a shortfall is then what the row reports)."""
+    deadline = time.monotonic() + 5
+    while True:
+        counts = [c["video"] for c in (await receiver.counts()).values()]
+        if time.monotonic() > deadline or all(
+                got >= want for got, want in zip(counts, sent, strict=True)):
+            return counts
+        await asyncio.sleep(0.1)
 
 
 async def _measure(clip: Path, workdir: Path, *, cameras: int, audio: str = "opus",
@@ -115,11 +133,11 @@ async def _measure(clip: Path, workdir: Path, *, cameras: int, audio: str = "opu
 
     env = await _sidecar_env(workdir) if latency else None
     source = Clip.load(clip)
-    async with _receivers(workdir, cameras) as receivers:
-        fakes = [FakeNestWebRtc(source) for _ in receivers]
+    async with record_receiver([f"cam{n}" for n in range(cameras)]) as receiver:
+        fakes = [FakeNestWebRtc(source) for _ in receiver.urls]
         parent, child = multiprocessing.Pipe()
         process = multiprocessing.get_context("spawn").Process(
-            target=_publishers, args=([r.url for r in receivers], audio, env, child))
+            target=_publishers, args=(receiver.urls, audio, env, child))
         process.start()
         loop = asyncio.get_running_loop()
         try:
@@ -131,12 +149,12 @@ async def _measure(clip: Path, workdir: Path, *, cameras: int, audio: str = "opu
             if not latency:
                 await asyncio.sleep(seconds)
             parent.send("stop")
-            cpu, wall, frames = await loop.run_in_executor(None, parent.recv)
+            cpu, wall, frames, sent = await loop.run_in_executor(None, parent.recv)
         finally:
             await loop.run_in_executor(None, process.join, 30)
             for fake in fakes:
                 await fake.close()
-    return Run(cpu, wall, frames, p99)
+        return Run(cpu, wall, frames, p99, sent, await received(receiver, sent))
 
 
 async def _sidecar_env(workdir: Path) -> dict[str, str]:
@@ -202,22 +220,23 @@ async def _bench(args: argparse.Namespace, workdir: Path, clip: Path) -> list[st
     aac = await _measure(clip, workdir, cameras=1, audio="aac", seconds=seconds)
     base = passthrough.per_camera_minute
     rows = [f"pass-through, 1 camera:   {passthrough.per_camera_minute:5.2f} CPU s per "
-            f"camera-minute ({passthrough.fps:.1f} frames/s in)",
+            f"camera-minute ({passthrough.fps:.1f} frames/s in, {passthrough.delivery})",
             f"aac audio, 1 camera:      {aac.per_camera_minute:5.2f} CPU s per camera-minute "
-            f"({aac.per_camera_minute / base:.2f}x pass-through)"]
+            f"({aac.per_camera_minute / base:.2f}x pass-through, {aac.delivery})"]
     if args.native:
         from bench.native_webrtc import measure_native
 
         native = await measure_native(clip, seconds)
         rows.append(f"native webrtcbin floor:   {native.per_camera_minute:5.2f} CPU s per "
-                    f"camera-minute ({native.fps:.1f} frames/s); pass-through is "
-                    f"{base / native.per_camera_minute:.2f}x native, aac "
+                    f"camera-minute ({native.fps:.1f} frames/s, {native.delivery}); "
+                    f"pass-through is {base / native.per_camera_minute:.2f}x native, aac "
                     f"{aac.per_camera_minute / native.per_camera_minute:.2f}x")
     if args.cameras > 1:
         many = await _measure(clip, workdir, cameras=args.cameras, seconds=seconds)
         rows.append(f"pass-through, {args.cameras} cameras:  {many.per_camera_minute:5.2f} CPU s "
                     f"per camera-minute ({many.per_camera_minute / base:.2f}x one camera), "
-                    f"frames/s in per camera {min(many.frames) / many.wall:.1f} (lowest)")
+                    f"frames/s in per camera {min(many.frames) / many.wall:.1f} (lowest), "
+                    f"{many.delivery}")
         idle = await _measure(clip, workdir, cameras=0, seconds=seconds, latency=True)
         busy = await _measure(clip, workdir, cameras=args.cameras, seconds=seconds,
                               latency=True)

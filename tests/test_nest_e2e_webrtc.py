@@ -19,7 +19,9 @@ import httpx
 import pytest
 
 from nestmtx_sidecar.events import EventBus
-from nestmtx_sidecar.nest.webrtc import AUDIO_RATE, HOLD_INTERVAL, nal_types
+from nestmtx_sidecar.nest.webrtc import HOLD_INTERVAL
+from nestmtx_sidecar.nest.webrtc_audio import AUDIO_RATE
+from nestmtx_sidecar.nest.webrtc_passthrough import nal_types
 from tests.conftest import RunningSidecar
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from nestmtx_sidecar.nest.snapshot import keyframe_jpeg
-from nestmtx_sidecar.nest.webrtc import _NAL_IDR, nal_types
+from nestmtx_sidecar.nest.webrtc_passthrough import NAL_IDR, nal_types
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 from tests.nest_support import add_credential, enable, nest_sidecar, rtsp_camera
@@ -101,7 +101,7 @@ async def test_live_webrtc_camera_snapshot_is_its_last_keyframe(clip: Clip,
 def test_keyframe_without_in_band_parameter_sets_decodes_with_the_kept_ones(clip: Clip
                                                                             ) -> None:
     """Cameras need not repeat SPS/PPS on every IDR: the publisher keeps the first ones."""
-    keyframe = next(data for data in clip.payloads("video") if _NAL_IDR in nal_types(data))
+    keyframe = next(data for data in clip.payloads("video") if NAL_IDR in nal_types(data))
     units = [b"\x00\x00\x01" + unit for unit in keyframe.split(b"\x00\x00\x01")[1:]]
     parameter_sets = b"".join(u for u in units if u[3] & 0x1F in (7, 8))
     bare = b"".join(u for u in units if u[3] & 0x1F not in (7, 8))

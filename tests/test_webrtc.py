@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import itertools
 import os
 import subprocess
@@ -18,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 import av
 import pytest
 
-from nestmtx_sidecar.nest.webrtc import (
-    PublisherError,
-    WebRtcPublisher,
-    repair_answer,
-)
+from nestmtx_sidecar.nest import webrtc_peer
+from nestmtx_sidecar.nest.webrtc import PublisherError, WebRtcPublisher
+from nestmtx_sidecar.nest.webrtc_passthrough import DECODER_ERROR, DECODER_QUEUE
+from nestmtx_sidecar.nest.webrtc_peer import repair_answer
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError, make_clip
 from tests.services import free_port, require_binary, wait_until
 
@@ -153,12 +154,39 @@ async def test_fake_nest_rejects_offer_in_wrong_order(clip: Clip) -> None:
     assert (caught.value.code, caught.value.status) == (400, "INVALID_ARGUMENT")
 
 
-async def test_every_access_unit_arrives_bit_identical(clip: Clip, tmp_path: Path) -> None:
+def test_aiortc_internals_of_the_direct_path_are_there() -> None:
+    """The direct path (webrtc_passthrough) replaces aiortc's private decoder queue: if aiortc
+    (pinned in pyproject.toml) changes these lines, the publisher falls back to the slower
+    stock path, and this says so."""
+    handler = inspect.getsource(aiortc.rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet)
+    assert "self.__decoder_queue.put((codec, encoded_frame))" in handler
+    assert "if self.__decoder_error.is_set():" in handler
+    worker = inspect.getsource(aiortc.rtcrtpreceiver.decoder_worker)
+    assert "task = input_q.get()" in worker and "if task is None:" in worker
+    receive = inspect.getsource(aiortc.rtcrtpreceiver.RTCRtpReceiver.receive)
+    assert "self.__decoder_queue," in receive
+    assert DECODER_QUEUE == "_RTCRtpReceiver__decoder_queue"
+    assert DECODER_ERROR == "_RTCRtpReceiver__decoder_error"
+
+
+def _decoder_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.endswith("-decoder")}
+
+
+@pytest.mark.parametrize("delivery", ["direct", "stock"])
+async def test_every_access_unit_arrives_bit_identical(
+        clip: Clip, tmp_path: Path, delivery: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if delivery == "stock":  # what runs should aiortc's internals change
+        monkeypatch.setattr(webrtc_peer, "deliver_directly", lambda *args: False)
     fake = FakeNestWebRtc(clip, loops=2)
     async with rtsp_receiver(tmp_path) as receiver:
         publisher = WebRtcPublisher(receiver.url)
         try:
             answer = await publisher.start(fake.generate)
+            # The direct path hands frames over on the loop: aiortc's decoder threads (one
+            # per track, alive for the session on the stock path) are gone.
+            assert _decoder_threads() == (
+                set() if delivery == "direct" else {"audio-decoder", "video-decoder"})
             session = fake.sessions[answer.media_session_id]
             async with asyncio.timeout(CLIP_SECONDS * 2 + 10):
                 await session.played()
