@@ -6,6 +6,7 @@
     ├── SecretUnreadable         a stored secret does not decrypt with this app key
     ├── ConfigError              a setting is wrong: the process does not start
     ├── DatabaseUnreachable      a command line tool cannot reach or read the database
+    ├── PublisherError           a WebRTC camera's stream could not be published to MediaMTX
     └── GoogleError              a call to Google (OAuth, SDM, Pub/Sub) failed
         ├── GoogleAuthError      no usable token, 401/403, invalid_grant, a missing scope
         ├── GoogleApiError       another error answer: GoogleNotFound, GoogleInvalidArgument,
@@ -90,6 +91,12 @@ class ConfigError(SidecarError):
 
 class DatabaseUnreachable(SidecarError):
     status, code = 503, "database_unreachable"
+
+
+class PublisherError(SidecarError):
+    """A WebRTC session could not be established (bad answer, no keyframe, RTSP refused)."""
+
+    status, code = 503, "unavailable"
 
 
 class GoogleError(SidecarError):

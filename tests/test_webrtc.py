@@ -23,8 +23,9 @@ import aiortc.rtcrtpreceiver
 import av
 import pytest
 
+from nestmtx_sidecar.errors import PublisherError
 from nestmtx_sidecar.nest import webrtc_peer
-from nestmtx_sidecar.nest.webrtc import PublisherError, WebRtcPublisher
+from nestmtx_sidecar.nest.webrtc import WebRtcPublisher
 from nestmtx_sidecar.nest.webrtc_passthrough import DECODER_ERROR, DECODER_QUEUE
 from nestmtx_sidecar.nest.webrtc_peer import repair_answer
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError, make_clip

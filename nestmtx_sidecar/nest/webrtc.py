@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from aiortc.jitterbuffer import JitterFrame
 
+from ..errors import PublisherError
 from ..security import safe_url
 from .webrtc_forward import Forwarder, Stats
-from .webrtc_peer import Answer, Generate, PeerSession, PublisherError
+from .webrtc_peer import Answer, Generate, PeerSession
 from .webrtc_rtsp import RtspOutput
 
 logger = logging.getLogger(__name__)

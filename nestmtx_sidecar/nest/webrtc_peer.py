@@ -18,6 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from ..errors import PublisherError
 from .webrtc_passthrough import deliver_directly, install_pass_through
 
 # Codecs offered: everything else would need a decoder and an encoder.
@@ -34,10 +35,6 @@ class Answer(NamedTuple):
 
 
 Generate = Callable[[str], Awaitable[tuple[str, dt.datetime, str]]]
-
-
-class PublisherError(Exception):
-    """A session could not be established (bad answer, no keyframe, RTSP target refused)."""
 
 
 def repair_answer(sdp: str) -> str:

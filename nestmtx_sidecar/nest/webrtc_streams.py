@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GoogleError, GoogleFailedPrecondition, GoogleUnreachable, Unavailable
+from ..errors import (
+    GoogleError,
+    GoogleFailedPrecondition,
+    GoogleUnreachable,
+    PublisherError,
+    Unavailable,
+)
 from ..events import EventBus
 from ..storage.store import as_utc
 from .sdm import COMMAND_PREFIX, SdmClient
@@ -79,11 +85,11 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
             return
         try:
             await self._start(session)
-        except (GoogleError, _webrtc().PublisherError) as exc:
+        except (GoogleError, PublisherError) as exc:
             self._sessions.pop(session.camera.id, None)
             await self._stop_granted(session)
             raise Unavailable(f"could not start the WebRTC stream of camera "
-                              f"{session.camera.name!r}: {_message(exc)}") from None
+                              f"{session.camera.name!r}: {exc.message}") from None
 
     def keyframe(self, camera_id: int) -> tuple[bytes, bytes] | None:
         """The camera's last published keyframe and its SPS/PPS; None when it is not live."""
@@ -153,7 +159,7 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
                 # Battery devices never extend: from now on go straight to a new session.
                 session.extendable = not isinstance(exc, GoogleFailedPrecondition)
                 reason = exc.reason if isinstance(exc, GoogleError) else "bad_answer"
-                await self._publish(session, "failed-extension", error=_message(exc),
+                await self._publish(session, "failed-extension", error=exc.message,
                                     reason=reason, regenerating=True)
         await self._regenerate(session)
 
@@ -171,8 +177,8 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         old = session.media_session_id
         try:
             answer = await session.publisher.regenerate(self._generator(session))
-        except (GoogleError, _webrtc().PublisherError) as exc:
-            await self._recover(session, _webrtc().Failure("regeneration-failed", _message(exc)))
+        except (GoogleError, PublisherError) as exc:
+            await self._recover(session, _webrtc().Failure("regeneration-failed", exc.message))
             return
         self._took(session, answer)
         await self._stop_at_google(session, old)
@@ -201,10 +207,10 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
                 await asyncio.sleep(RECOVERY_BACKOFF * 2 ** (attempt - 1))
             try:
                 answer = await publisher.recover(self._generator(session))
-            except (GoogleError, _webrtc().PublisherError) as exc:
+            except (GoogleError, PublisherError) as exc:
                 logger.error("camera %d (%s): new WebRTC session %d of %d failed: %s",
                              camera.id, camera.name, attempt + 1, RECOVERY_ATTEMPTS,
-                             _message(exc))
+                             exc.message)
                 continue
             self._took(session, answer)
             await self._publish(session, "recovered", reason=failure.reason,
@@ -217,9 +223,9 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
         await self._end(session)
         try:
             await self._start(session)
-        except (GoogleError, _webrtc().PublisherError) as exc:
+        except (GoogleError, PublisherError) as exc:
             logger.error("camera %d (%s): could not restart the WebRTC stream: %s",
-                         session.camera.id, session.camera.name, _message(exc))
+                         session.camera.id, session.camera.name, exc.message)
             await self._give_up(session)
             return
         await self._publish(session, "recovered", reason=failure.reason,
@@ -250,7 +256,3 @@ class WebRtcStreams(StreamLifecycle[WebRtcSession]):
 
 def _parse_time(value: Any) -> dt.datetime:
     return as_utc(dt.datetime.fromisoformat(str(value)))
-
-
-def _message(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, GoogleError) else str(exc)
