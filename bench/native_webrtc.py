@@ -21,7 +21,7 @@ import aioice.ice
 
 from bench.rtsp_record import SYSTEM_PYTHON, record_receiver
 from bench.webrtc_cpu import Run, received
-from nestmtx_sidecar.nest.webrtc_peer import repair_answer
+from nestmtx_sidecar.nest.relay.peer import repair_answer
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 
 CHILD = Path(__file__).with_name("native_webrtc_child.py")

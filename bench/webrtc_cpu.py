@@ -61,7 +61,7 @@ def _publishers(urls: list[str], audio: str, env: dict[str, str] | None,
 
     from nestmtx_sidecar.cli import tune_gc
     from nestmtx_sidecar.config import load_settings
-    from nestmtx_sidecar.nest.webrtc import WebRtcPublisher
+    from nestmtx_sidecar.nest.relay.publisher import WebRtcPublisher
     from tests.conftest import serve_in_loop
 
     async def run() -> None:

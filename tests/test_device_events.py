@@ -211,7 +211,7 @@ async def test_duplicates_and_redeliveries_are_emitted_once(tmp_path: Path) -> N
 
 async def test_stale_and_malformed_messages_are_acknowledged_not_emitted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "nestmtx_sidecar.nest.device_events")
+    caplog.set_level(logging.INFO, "nestmtx_sidecar.nest.devices.events")
     async with env(tmp_path) as e:
         await connect(e)
         await porch(e)
@@ -274,7 +274,7 @@ async def test_429_and_503_back_off_instead_of_looping(tmp_path: Path) -> None:
 
 async def test_a_token_without_the_pubsub_scope_says_to_reauthorize(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "nestmtx_sidecar.nest.device_events")
+    caplog.set_level(logging.WARNING, "nestmtx_sidecar.nest.devices.events")
     async with env(tmp_path) as e:
         credential = await connect(e, scope=SDM_SCOPE)
         await wait_until(lambda: any("Re-authorize" in r.getMessage() for r in caplog.records))

@@ -15,7 +15,7 @@ import av
 import httpx
 
 from nestmtx_sidecar.events import isoformat
-from nestmtx_sidecar.nest.media_store import MediaStore
+from nestmtx_sidecar.nest.devices.media_store import MediaStore
 from nestmtx_sidecar.nest.service import MEDIA_WAIT_SECONDS
 from tests.fakes.google import FakeGoogle, camera, jpeg
 from tests.fakes.pubsub import FakePubSub

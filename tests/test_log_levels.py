@@ -134,7 +134,7 @@ def test_at_trace_per_packet_library_loggers_stay_quiet(tmp_path: Path) -> None:
     for name in ("engineio.server", "socketio.server", "uvicorn.access"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
     # The sidecar's own detail is what trace and debug are for.
-    assert logging.getLogger("nestmtx_sidecar.nest.streams").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("nestmtx_sidecar.nest.streaming.source").isEnabledFor(logging.DEBUG)
 
 
 async def test_a_database_error_is_logged_without_its_sql_parameters(

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from nestmtx_sidecar.modules.cameras import CameraRef
-from nestmtx_sidecar.nest.sync import camera_values
+from nestmtx_sidecar.nest.devices.sync import camera_values
 from nestmtx_sidecar.storage.store import access_tokens_table, users_table
 from tests.conftest import RunningSidecar
 from tests.doors import (

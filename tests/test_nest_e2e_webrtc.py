@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from nestmtx_sidecar.events import EventBus
-from nestmtx_sidecar.nest.webrtc import HOLD_INTERVAL
-from nestmtx_sidecar.nest.webrtc_audio import AUDIO_RATE
-from nestmtx_sidecar.nest.webrtc_passthrough import nal_types
+from nestmtx_sidecar.nest.relay.audio import AUDIO_RATE
+from nestmtx_sidecar.nest.relay.passthrough import nal_types
+from nestmtx_sidecar.nest.relay.publisher import HOLD_INTERVAL
 from tests.conftest import RunningSidecar
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc

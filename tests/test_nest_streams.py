@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nestmtx_sidecar.nest.quota import QuotaLimiter, Quotas
+from nestmtx_sidecar.nest.google.quota import QuotaLimiter, Quotas
 from tests.conftest import RunningSidecar
 from tests.fakes.google import FakeGoogle, camera
 from tests.mediamtx import MediaMTX, hook_settings

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from nestmtx_sidecar.errors import QuotaExhausted
-from nestmtx_sidecar.nest.quota import QuotaLimiter, Quotas
+from nestmtx_sidecar.nest.google.quota import QuotaLimiter, Quotas
 
 
 def limiter(window: float = 1.0) -> QuotaLimiter:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nestmtx_sidecar.nest.sdm_events import MalformedMessage, parse_message
+from nestmtx_sidecar.nest.devices.messages import MalformedMessage, parse_message
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sdm_events"
 

@@ -12,8 +12,8 @@ import av
 import httpx
 import pytest
 
-from nestmtx_sidecar.nest.snapshot import keyframe_jpeg
-from nestmtx_sidecar.nest.webrtc_passthrough import NAL_IDR, nal_types
+from nestmtx_sidecar.nest.relay.passthrough import NAL_IDR, nal_types
+from nestmtx_sidecar.nest.streaming.snapshot import keyframe_jpeg
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 from tests.nest_support import add_credential, enable, nest_sidecar, rtsp_camera

@@ -24,10 +24,10 @@ import av
 import pytest
 
 from nestmtx_sidecar.errors import PublisherError
-from nestmtx_sidecar.nest import webrtc_peer
-from nestmtx_sidecar.nest.webrtc import WebRtcPublisher
-from nestmtx_sidecar.nest.webrtc_passthrough import DECODER_ERROR, DECODER_QUEUE
-from nestmtx_sidecar.nest.webrtc_peer import repair_answer
+from nestmtx_sidecar.nest.relay import peer as relay_peer
+from nestmtx_sidecar.nest.relay.passthrough import DECODER_ERROR, DECODER_QUEUE
+from nestmtx_sidecar.nest.relay.peer import repair_answer
+from nestmtx_sidecar.nest.relay.publisher import WebRtcPublisher
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError, make_clip
 from tests.services import free_port, require_binary, wait_until
 
@@ -178,7 +178,7 @@ def _decoder_threads() -> set[str]:
 async def test_every_access_unit_arrives_bit_identical(
         clip: Clip, tmp_path: Path, delivery: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if delivery == "stock":  # what runs should aiortc's internals change
-        monkeypatch.setattr(webrtc_peer, "deliver_directly", lambda *args: False)
+        monkeypatch.setattr(relay_peer, "deliver_directly", lambda *args: False)
     fake = FakeNestWebRtc(clip, loops=2)
     async with rtsp_receiver(tmp_path) as receiver:
         publisher = WebRtcPublisher(receiver.url)

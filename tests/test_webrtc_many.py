@@ -13,8 +13,8 @@ import httpx
 
 from nestmtx_sidecar.events import Event, EventBus
 from nestmtx_sidecar.modules.cameras import CameraRef
-from nestmtx_sidecar.nest.sdm import SdmClient
-from nestmtx_sidecar.nest.webrtc_streams import WebRtcStreams
+from nestmtx_sidecar.nest.google.sdm import SdmClient
+from nestmtx_sidecar.nest.streaming.webrtc import WebRtcStreams
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
 from tests.test_webrtc import (

@@ -218,7 +218,7 @@ class Cameras(Module):
         return [camera_ref(row) for row in gone]
 
     async def _changed(self, before: CameraRef | None, after: CameraRef | None) -> None:
-        """Forget cached paths and tell listeners (stream supervisor, MQTT) what changed."""
+        """Forget cached paths and tell listeners (the Nest streams, MQTT) what changed."""
         for ref in (before, after):
             if ref and ref.mtx_path:
                 self._by_path.pop(ref.mtx_path, None)

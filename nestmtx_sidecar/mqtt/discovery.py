@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..modules.version import VERSION
-from ..nest.media import EVENT_IMAGE
-from ..nest.sdm_events import KIND_TRAITS
+from ..nest.devices.media import EVENT_IMAGE
+from ..nest.devices.messages import KIND_TRAITS
 
 ONLINE, OFFLINE = "online", "offline"
 COMPONENTS = ("binary_sensor", "sensor", "event", "image")

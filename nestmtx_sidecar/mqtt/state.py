@@ -14,7 +14,7 @@ from ..errors import NotFound
 from ..events import Event, isoformat
 from ..modules.cameras import CameraRef, Cameras
 from ..modules.credentials import Credentials
-from ..nest.sdm_events import EVENT_KINDS
+from ..nest.devices.messages import EVENT_KINDS
 from .camera_state import CameraState
 from .discovery import COMPONENTS, Discovery
 from .outbox import Outbox

@@ -1,4 +1,4 @@
-"""The Nest side assembled: token keeper, SDM client, device sync, stream supervisor."""
+"""The Nest side assembled: token keeper, SDM client, device sync, streams, device events."""
 
 from __future__ import annotations
 
@@ -17,20 +17,20 @@ from ..modules.credentials import CALLBACK_PATH, Credentials
 from ..security import Redactor, SecretBox
 from ..storage.lease import Lease, LocalLease
 from ..storage.store import Store
-from .consent import ConsentCallback
-from .device_events import DeviceEvents
+from .devices.events import DeviceEvents
+from .devices.media import EventMedia
+from .devices.media_routes import MediaRoutes
+from .devices.media_store import MediaStore
+from .devices.sync import DeviceSync
+from .google.consent import ConsentCallback
+from .google.oauth import TokenKeeper
+from .google.pubsub import PubSubClient
+from .google.sdm import SdmClient
 from .leadership import Leadership
-from .media import EventMedia
-from .media_routes import MediaRoutes
-from .media_store import MediaStore
-from .oauth import TokenKeeper
-from .pubsub import PubSubClient
-from .rtsp_streams import RtspStreams
-from .sdm import SdmClient
-from .snapshot import Snapshots
-from .streams import NestStreams
-from .sync import DeviceSync
-from .webrtc_streams import WebRtcStreams
+from .streaming.rtsp import RtspStreams
+from .streaming.snapshot import Snapshots
+from .streaming.source import NestStreams
+from .streaming.webrtc import WebRtcStreams
 
 logger = logging.getLogger(__name__)
 

@@ -10,16 +10,16 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ..errors import (
+from ...errors import (
     GoogleAuthError,
     GoogleUnreachable,
     NotFound,
     SecretUnreadable,
     SidecarError,
 )
-from ..modules.credential_consent import Consent
-from ..modules.credentials import Credentials
-from ..storage.store import utcnow
+from ...modules.credential_consent import Consent
+from ...modules.credentials import Credentials
+from ...storage.store import utcnow
 from .json_body import json_object
 from .oauth import TokenKeeper
 

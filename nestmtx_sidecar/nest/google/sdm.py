@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import (
+from ...errors import (
     GoogleAlreadyExists,
     GoogleApiError,
     GoogleAuthError,
@@ -24,7 +24,7 @@ from ..errors import (
     GoogleRateLimited,
     GoogleUnreachable,
 )
-from ..metrics import SDM_CALLS
+from ...metrics import SDM_CALLS
 from .json_body import json_object
 from .quota import QuotaLimiter
 

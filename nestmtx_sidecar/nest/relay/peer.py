@@ -18,8 +18,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..errors import PublisherError
-from .webrtc_passthrough import deliver_directly, install_pass_through
+from ...errors import PublisherError
+from .passthrough import deliver_directly, install_pass_through
 
 # Codecs offered: everything else would need a decoder and an encoder.
 _VIDEO_MIMES = ("video/H264", "video/rtx")

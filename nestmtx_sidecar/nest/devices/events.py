@@ -20,17 +20,17 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import tenacity
 
-from ..errors import GoogleAuthError, GoogleNotFound
-from ..events import Event, EventBus
-from ..modules.credential_pubsub import NO_EVENTS_WARNING, pubsub_names
-from ..modules.credentials import Credentials
-from ..storage.store import Store, cameras_table, credentials_table, utcnow
-from .event_ledger import EventLedger
-from .leadership import Leadership
+from ...errors import GoogleAuthError, GoogleNotFound
+from ...events import Event, EventBus
+from ...modules.credential_pubsub import NO_EVENTS_WARNING, pubsub_names
+from ...modules.credentials import Credentials
+from ...storage.store import Store, cameras_table, credentials_table, utcnow
+from ..google.oauth import TokenKeeper
+from ..google.pubsub import PubSubClient, Received
+from ..leadership import Leadership
+from .ledger import EventLedger
 from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
-from .oauth import TokenKeeper
-from .pubsub import PubSubClient, Received
-from .sdm_events import DeviceEvent, MalformedMessage, parse_message
+from .messages import DeviceEvent, MalformedMessage, parse_message
 from .sync import DeviceSync
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import httpx
 
-from ..wire import read_bounded
+from ...wire import read_bounded
+from ..google.sdm import SdmClient, TokenSource
 from .media_store import MediaStore
-from .sdm import SdmClient, TokenSource
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..storage.store import as_utc
+from ...storage.store import as_utc
 
 # The device events that become `camera:<kind>` events.
 EVENT_KINDS = {

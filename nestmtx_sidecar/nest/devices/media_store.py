@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..storage.private_files import FILE_MODE, private_dir
+from ...storage.private_files import FILE_MODE, private_dir
 
 logger = logging.getLogger(__name__)
 

@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
+from ...errors import (
     GoogleError,
     GoogleFailedPrecondition,
     GoogleUnreachable,
     PublisherError,
     Unavailable,
 )
-from ..events import EventBus
-from ..storage.store import as_utc
-from .sdm import COMMAND_PREFIX, SdmClient
-from .stream_lifecycle import StreamLifecycle, StreamSession
+from ...events import EventBus
+from ...storage.store import as_utc
+from ..google.sdm import COMMAND_PREFIX, SdmClient
+from .lifecycle import StreamLifecycle, StreamSession
 
 if TYPE_CHECKING:
-    from .webrtc import Answer, Failure, Generate, WebRtcPublisher
+    from ..relay.publisher import Answer, Failure, Generate, WebRtcPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ RECOVERY_BACKOFF = 1.0  # seconds before the second attempt, doubling
 
 def _webrtc() -> ModuleType:
     """The publisher: aiortc and av (~40 MiB resident) load with the first WebRTC stream."""
-    from . import webrtc
+    from ..relay import publisher
 
-    return webrtc
+    return publisher
 
 
 GENERATE_WEBRTC = COMMAND_PREFIX + "GenerateWebRtcStream"

@@ -1,7 +1,8 @@
 """Nest live streams: the demand hook's StreamSource, choosing each camera's protocol part.
 
-RTSP cameras get Google's stream URL (rtsp_streams.py); WebRTC-only ones are published by the
-sidecar itself (webrtc_streams.py). Both share one session lifecycle (stream_lifecycle.py) and
+RTSP cameras get Google's stream URL (rtsp.py); WebRTC-only ones are published by the
+sidecar itself (webrtc.py, with the relay of
+`nest/relay/`). Both share one session lifecycle (lifecycle.py) and
 one vocabulary: `stop(camera_id, why)`, `stop_all(why)` at shutdown, `hand_over()` when the
 Nest lease moves away.
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import Invalid
-from ..events import Event, EventBus
-from ..hooks.camera_details import camera_details
-from ..modules.cameras import CameraRef
-from .rtsp_streams import RtspStreams
-from .webrtc_streams import WebRtcStreams
+from ...errors import Invalid
+from ...events import Event, EventBus
+from ...hooks.camera_details import camera_details
+from ...modules.cameras import CameraRef
+from .rtsp import RtspStreams
+from .webrtc import WebRtcStreams
 
 logger = logging.getLogger(__name__)
 

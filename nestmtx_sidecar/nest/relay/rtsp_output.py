@@ -16,8 +16,8 @@ from fractions import Fraction
 
 import av
 
-from .webrtc_audio import AUDIO_RATE, AacTranscoder
-from .webrtc_passthrough import NAL_IDR, VIDEO_RATE, nal_types
+from .audio import AUDIO_RATE, AacTranscoder
+from .passthrough import NAL_IDR, VIDEO_RATE, nal_types
 
 AUDIO_MODES = ("opus", "aac", "none")
 # Frames queued on the loop side before they go to the mux thread even without a video frame.

@@ -9,12 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import GoogleError
-from ..events import Event
-from ..modules.cameras import Cameras
-from ..storage.store import Store, credentials_table
-from .oauth import TokenKeeper
-from .sdm import SdmClient
+from ...errors import GoogleError
+from ...events import Event
+from ...modules.cameras import Cameras
+from ...storage.store import Store, credentials_table
+from ..google.oauth import TokenKeeper
+from ..google.sdm import SdmClient
 
 logger = logging.getLogger(__name__)
 

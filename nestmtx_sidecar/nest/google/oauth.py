@@ -18,14 +18,14 @@ import sqlalchemy as sa
 import tenacity
 from google.oauth2.credentials import Credentials as GoogleCredentials
 
-from ..errors import GoogleAuthError, SecretUnreadable
-from ..events import Event, EventBus
-from ..metrics import TOKEN_REFRESHES
-from ..modules.credentials import Credentials, CredentialSecrets
-from ..security import Redactor
-from ..storage.store import Store, as_utc, credentials_table, utcnow
+from ...errors import GoogleAuthError, SecretUnreadable
+from ...events import Event, EventBus
+from ...metrics import TOKEN_REFRESHES
+from ...modules.credentials import Credentials, CredentialSecrets
+from ...security import Redactor
+from ...storage.store import Store, as_utc, credentials_table, utcnow
+from ..leadership import Leadership
 from .json_body import json_object
-from .leadership import Leadership
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from ..errors import NotFound, SidecarError
-from ..http.api import bearer_caller, error_response
-from ..modules.auth import Auth
+from ...errors import NotFound, SidecarError
+from ...http.api import bearer_caller, error_response
+from ...modules.auth import Auth
 from .media_store import MediaStore
 
 IMAGE_PATH = "/api/cameras/{camera:int}/events/{key:path}/image"

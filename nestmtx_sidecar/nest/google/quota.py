@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import QuotaExhausted
+from ...errors import QuotaExhausted
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ..errors import GoogleError, Unavailable
-from ..events import Event, EventBus, isoformat
-from ..hooks.camera_details import camera_details
-from ..modules.cameras import CameraRef
-from ..storage.store import utcnow
-from .sdm import SdmClient
+from ...errors import GoogleError, Unavailable
+from ...events import Event, EventBus, isoformat
+from ...hooks.camera_details import camera_details
+from ...modules.cameras import CameraRef
+from ...storage.store import utcnow
+from ..google.sdm import SdmClient
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import GoogleError, GoogleUnreachable, SecretUnreadable, Unavailable
-from ..events import EventBus
-from ..modules.cameras import Cameras
-from ..security import Redactor, SecretBox
-from ..storage.store import Store, as_utc, stream_sessions_table
-from .leadership import Leadership
-from .sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient
-from .stream_lifecycle import StreamLifecycle, StreamSession
+from ...errors import GoogleError, GoogleUnreachable, SecretUnreadable, Unavailable
+from ...events import EventBus
+from ...modules.cameras import Cameras
+from ...security import Redactor, SecretBox
+from ...storage.store import Store, as_utc, stream_sessions_table
+from ..google.sdm import EXTEND_RTSP, GENERATE_RTSP, STOP_RTSP, SdmClient
+from ..leadership import Leadership
+from .lifecycle import StreamLifecycle, StreamSession
 
 logger = logging.getLogger(__name__)
 

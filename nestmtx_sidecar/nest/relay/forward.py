@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from aiortc.jitterbuffer import JitterFrame
 
-from ..security import safe_url
-from .webrtc_audio import AUDIO_RATE
-from .webrtc_passthrough import VIDEO_RATE
-from .webrtc_rtsp import RtspOutput
+from ...security import safe_url
+from .audio import AUDIO_RATE
+from .passthrough import VIDEO_RATE
+from .rtsp_output import RtspOutput
 
 # Frames queued for the mux thread beyond which the RTSP target counts as stuck (~10 s of
 # 30 fps video and 50 fps audio): the queue stays bounded.

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import GoogleAlreadyExists, GoogleApiError, GoogleError, GoogleUnreachable
-from ..modules.credential_pubsub import PUBLISHER_ROLE, SDM_PUBLISHER
+from ...errors import GoogleAlreadyExists, GoogleApiError, GoogleError, GoogleUnreachable
+from ...modules.credential_pubsub import PUBLISHER_ROLE, SDM_PUBLISHER
 from .json_body import json_object
 from .sdm import TokenSource, error_from_response
 

@@ -13,7 +13,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from ..storage.store import Store, nest_events_table, utcnow
+from ...storage.store import Store, nest_events_table, utcnow
 
 KEEP_BEYOND_MAX_AGE = 600.0  # seconds
 KEEP_WITHOUT_MAX_AGE = 7 * 86400.0  # Pub/Sub's longest retention of an unacknowledged message

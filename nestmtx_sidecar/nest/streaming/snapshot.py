@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import Conflict, NotFound, SidecarError, Unavailable
-from ..http.api import bearer_caller, error_response
-from ..modules import MAX_ID
-from ..modules.auth import Auth
-from ..modules.cameras import CameraRef, Cameras
-from ..security import safe_url
-from .streams import NestStreams
+from ...errors import Conflict, NotFound, SidecarError, Unavailable
+from ...http.api import bearer_caller, error_response
+from ...modules import MAX_ID
+from ...modules.auth import Auth
+from ...modules.cameras import CameraRef, Cameras
+from ...security import safe_url
+from .source import NestStreams
 
 logger = logging.getLogger(__name__)
 

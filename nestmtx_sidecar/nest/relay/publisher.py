@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from aiortc.jitterbuffer import JitterFrame
 
-from ..errors import PublisherError
-from ..security import safe_url
-from .webrtc_forward import Forwarder, Stats
-from .webrtc_peer import Answer, Generate, PeerSession
-from .webrtc_rtsp import RtspOutput
+from ...errors import PublisherError
+from ...security import safe_url
+from .forward import Forwarder, Stats
+from .peer import Answer, Generate, PeerSession
+from .rtsp_output import RtspOutput
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ HOLD_INTERVAL = 1.0
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a running publisher stopped delivering; the supervisor recovers from it."""
+    """Why a running publisher stopped delivering; the WebRTC stream lifecycle recovers from it."""
 
     reason: str  # "connection-failed" | "silence" | "publish-failed" | "regeneration-failed"
     message: str

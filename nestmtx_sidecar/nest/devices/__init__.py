@@ -1,0 +1,1 @@
+"""Nest devices: their sync into cameras, and their events over Pub/Sub with pictures."""

@@ -1,0 +1,1 @@
+"""A Nest WebRTC session relayed to MediaMTX as RTSP, without transcoding (aiortc)."""

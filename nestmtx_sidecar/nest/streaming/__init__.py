@@ -1,0 +1,1 @@
+"""Nest live streams behind on-demand paths: one lifecycle, an RTSP and a WebRTC part."""
