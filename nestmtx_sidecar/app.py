@@ -93,17 +93,7 @@ class Sidecar:
             self.auth, self.users, self.cameras, self.credentials,
             Health(checks, self._status), Version(), ConsoleSettings(settings),
         ])
-        # Events cross replicas in a Redis stream (ordered, replayable); logs and other emits
-        # on python-socketio's Redis pub/sub (best effort).
-        manager = (fast_manager_class(socketio.AsyncRedisManager)(settings.redis_url)
-                   if settings.redis_url else FastManager())
-        self.event_log: EventLog = (RedisStreamLog(self.redis) if self.redis is not None
-                                    else MemoryLog())
-        self.sessions: Sessions = (RedisSessions(self.redis) if self.redis is not None
-                                   else MemorySessions())
-        self.socketio_door = SocketIoDoor(
-            self.auth, self.dispatcher, self.log_stream.recent, manager,
-            settings.trusted_proxy_networks, self.event_log, self.sessions)
+        self.socketio_door = self._socketio_door()
         self.nest = Nest(settings, self.store, self.box, self.redactor, self.bus, self.cameras,
                          self.credentials, self.auth, make_lease("nest", self.store, self.redis))
         self.receiver = HookReceiver(settings.hook_secret, self.cameras, self.bus,
@@ -131,6 +121,21 @@ class Sidecar:
         self.metrics.lease("nest", lambda: self.nest.lease.held)
         self._tasks: list[asyncio.Task[Any]] = []
         self._log_reader: asyncio.Task[None] | None = None
+
+    def _socketio_door(self) -> SocketIoDoor:
+        """On Redis, events cross replicas in a Redis stream (ordered, replayable), logs and
+        other emits on python-socketio's Redis pub/sub (best effort), and dropped sockets'
+        sessions are kept there for any replica to resume."""
+        if self.redis is None:
+            self.event_log: EventLog = MemoryLog()
+            sessions: Sessions = MemorySessions()
+            manager = FastManager()
+        else:
+            self.event_log = RedisStreamLog(self.redis)
+            sessions = RedisSessions(self.redis)
+            manager = fast_manager_class(socketio.AsyncRedisManager)(self.settings.redis_url)
+        return SocketIoDoor(self.auth, self.dispatcher, self.log_stream.recent, manager,
+                            self.settings.trusted_proxy_networks, self.event_log, sessions)
 
     async def start(self) -> None:
         await self.store.migrate()

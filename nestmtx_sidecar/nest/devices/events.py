@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 import tenacity
@@ -24,13 +24,12 @@ from ...errors import GoogleAuthError, GoogleNotFound
 from ...events import Event, EventBus
 from ...modules.credential_pubsub import NO_EVENTS_WARNING, pubsub_names
 from ...modules.credentials import Credentials
-from ...storage.store import Store, cameras_table, credentials_table, utcnow
+from ...storage.store import Store, credentials_table
 from ..google.oauth import TokenKeeper
-from ..google.pubsub import PubSubClient, Received
+from ..google.pubsub import PubSubClient
 from ..leadership import Leadership
-from .ledger import EventLedger
-from .media import CLIP_PREVIEW, EVENT_IMAGE, EventMedia
-from .messages import DeviceEvent, MalformedMessage, parse_message
+from .media import EventMedia
+from .message_handling import DeviceMessages
 from .sync import DeviceSync
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ NO_ACCESS = ("Google refused Pub/Sub for this credential ({error}): the Google a
 GONE = ("The subscription {subscription} does not exist ({error}); create it again, or give "
         "gcp_project_id so the sidecar manages it.")
 MIN_EMPTY_PULL = 1.0  # seconds: an empty pull that returns sooner waits out the rest
-LOG_ONCE_MAX = 1000  # distinct "logged once" kinds remembered; beyond that, debug only
 
 T = TypeVar("T")
 
@@ -80,12 +78,10 @@ class DeviceEvents:
         self._sync = sync
         self._keeper = keeper
         self._media = media
-        self._max_age = max_age
-        self._ledger = EventLedger(store, max_age)
+        self._messages = DeviceMessages(store, bus, sync, media, max_age)
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self._loops: dict[int, _Loop] = {}
-        self._logged: set[str] = set()
         self._adopting = asyncio.Lock()
         self._leadership = leadership  # loops run on the Nest leader only
 
@@ -231,73 +227,10 @@ class DeviceEvents:
             # (a proxy, an outage) must not turn the long poll into a busy loop.
             await asyncio.sleep(max(0.0, MIN_EMPTY_PULL - (time.monotonic() - started)))
             return
-        acks = [r.ack_id for r in received if await self._handled(config, r)]
+        acks = [r.ack_id for r in received
+                if await self._messages.handle(config.credential_id, r)]
         await self._heard(loop)
         await self._pubsub.acknowledge(config.credential_id, config.subscription, acks)
-
-    async def _handled(self, config: _Config, received: Received) -> bool:
-        """True when the message is done with (emitted, a duplicate, stale or unusable)."""
-        try:
-            message = parse_message(received.data)
-        except MalformedMessage as exc:
-            self._once(f"malformed:{exc.kind}", "device events for credential %d: message %s "
-                       "is not an SDM event message (%s); acknowledged and dropped",
-                       config.credential_id, received.message_id, exc)
-            return True
-        try:
-            if message.relation is not None:
-                logger.info("device events for credential %d: relation update %s; syncing "
-                            "devices", config.credential_id, dict(message.relation))
-                self._sync.spawn(config.credential_id)
-            if message.traits is not None:
-                logger.debug("device events for credential %d: %s traits changed: %s",
-                             config.credential_id, message.device, sorted(message.traits))
-            for key in message.unknown_events:
-                self._once(f"unknown:{key}", "device events for credential %d: event type %s "
-                           "is not known here; ignored", config.credential_id, key)
-            for event in message.events:
-                await self._emit(config, event, message.clips.get(event.session_id or ""))
-        except Exception:  # e.g. the database: not acknowledged, so Pub/Sub sends it again
-            logger.exception("device events for credential %d: message %s failed; it will "
-                             "come again", config.credential_id, received.message_id)
-            return False
-        return True
-
-    async def _emit(self, config: _Config, event: DeviceEvent, preview_url: str | None
-                    ) -> None:
-        age = (utcnow() - event.at).total_seconds()
-        if self._max_age and age > self._max_age:
-            logger.info("device events for credential %d: %s event of %s at %s is %.0f s old "
-                        "(NESTMTX_EVENT_MAX_AGE %.0f); not emitted", config.credential_id,
-                        event.kind, event.device, event.timestamp, age, self._max_age)
-            return
-        async with self._store.begin() as conn:
-            camera = (await conn.execute(sa.select(cameras_table).where(
-                cameras_table.c.credential_id == config.credential_id,
-                cameras_table.c.uid == event.device))).first()
-        if camera is None:
-            self._once(f"device:{event.device}", "device events for credential %d: %s is not "
-                       "a known camera (yet); its events are dropped until a device sync "
-                       "finds it", config.credential_id, event.device)
-            return
-        if not await self._ledger.claim(f"{event.kind}:{event.event_id}"):
-            logger.debug("device events: %s event %s already emitted", event.kind,
-                         event.event_id)
-            return
-        traits = (camera.info or {}).get("traits", [])
-        image = clip = None
-        if EVENT_IMAGE in traits:
-            image = await self._media.image(config.credential_id, camera.id, event.device,
-                                            event.event_id)
-        if preview_url and event.session_id and CLIP_PREVIEW in traits:
-            clip = await self._media.clip(config.credential_id, camera.id, event.session_id,
-                                          preview_url)
-        await self._bus.publish(Event("camera", event.kind, camera.id, {
-            "name": camera.name, "path": camera.mtx_path, "enabled": camera.is_enabled,
-            "eventId": event.event_id, "eventSessionId": event.session_id,
-            "threadState": event.thread_state, "timestamp": event.timestamp,
-            "image": image, "clip": clip,
-        }, event.at))
 
     # -- status ----------------------------------------------------------------------------
 
@@ -326,11 +259,3 @@ class DeviceEvents:
         if loop.error != message:
             loop.error = message
             await self._credentials.pubsub_failing(loop.config.credential_id, message)
-
-    def _once(self, kind: str, message: str, *args: Any) -> None:
-        """Log a kind of problem once: a stream of broken messages must not flood the log."""
-        if kind in self._logged or len(self._logged) >= LOG_ONCE_MAX:
-            logger.debug(message, *args)
-            return
-        self._logged.add(kind)
-        logger.warning(message, *args)

@@ -133,8 +133,7 @@ class TokenKeeper:
 
     def __init__(self, store: Store, credentials: Credentials, redactor: Redactor,
                  bus: EventBus, token_uri: str, leadership: Leadership,
-                 retry_initial: float = 1.0,
-                 retry_max: float = 60.0) -> None:
+                 retry_initial: float = 1.0, retry_max: float = 60.0) -> None:
         self._store = store
         self._credentials = credentials
         self._redactor = redactor
@@ -149,13 +148,14 @@ class TokenKeeper:
         self._request = HttpxRequest(self._http)
 
     async def start(self) -> None:
-        async with self._store.begin() as conn:
-            ids = (await conn.execute(
-                sa.select(credentials_table.c.id)
-                .where(credentials_table.c.refresh_token.is_not(None))
-            )).scalars().all()
-        for credential_id in ids:
+        for credential_id in await self._granted_ids():
             await self.load(credential_id)
+
+    async def _granted_ids(self) -> set[int]:
+        """The credentials with a grant (a refresh token) in the store."""
+        async with self._store.begin() as conn:
+            return set((await conn.execute(sa.select(credentials_table.c.id).where(
+                credentials_table.c.refresh_token.is_not(None)))).scalars().all())
 
     async def stop(self) -> None:
         for credential_id in list(self._accounts):
@@ -231,21 +231,13 @@ class TokenKeeper:
 
     async def pause(self) -> None:
         """The lease moved away: stop refreshing, keep the tokens for SDM calls."""
-        tasks = [a.task for a in self._accounts.values() if a.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for account in self._accounts.values():
-            account.task = None
+        for account in list(self._accounts.values()):
+            await _stop_refreshing(account)
 
     async def adopt(self) -> None:
         """Lease holder: refresh credentials other replicas added or re-authorized (those not
         refreshing here), forget ones they deleted."""
-        async with self._store.begin() as conn:
-            ids = set((await conn.execute(
-                sa.select(credentials_table.c.id)
-                .where(credentials_table.c.refresh_token.is_not(None))
-            )).scalars().all())
+        ids = await self._granted_ids()
         for credential_id in set(self._accounts) - ids:
             await self.forget(credential_id)
         for credential_id in ids:
@@ -348,3 +340,4 @@ async def _stop_refreshing(account: _Account | None) -> None:
         account.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await account.task
+        account.task = None

@@ -77,20 +77,26 @@ class StoredSessions:
         async with self._store.begin() as conn:
             row = (await conn.execute(sa.select(stream_sessions_table).where(
                 stream_sessions_table.c.camera_id == session.camera.id))).first()
-        if row is None:
+        if row is None or not self.restore(session, row):
             session.url = session.extension_token = session.expires_at = None
-        else:
-            self.restore(session, row)
 
-    def restore(self, session: RtspSession, row: Any) -> None:
-        """Take a stored session's state (decrypted) into memory."""
-        session.url = self._box.decrypt(row.source_url)
-        session.extension_token = self._box.decrypt(row.extension_token)
+    def restore(self, session: RtspSession, row: Any) -> bool:
+        """Take a stored session's state (decrypted) into memory; False if it cannot be."""
+        try:
+            session.url = self._box.decrypt(row.source_url)
+            session.extension_token = self._box.decrypt(row.extension_token)
+        except SecretUnreadable as exc:
+            # Encrypted under another app key: neither extensible nor stoppable from here,
+            # so it is left to expire at Google; the next demand generates a new stream.
+            logger.warning("camera %d (%s): its stored stream session is dropped: %s",
+                           session.camera.id, session.camera.name, exc.message)
+            return False
         session.expires_at = as_utc(row.expires_at)
         session.generation = row.generation
         session.lifetime = max(1.0, (session.expires_at - as_utc(row.updated_at)
                                      ).total_seconds()) if session.expires_at else 300.0
         self._redactor.hold(("stream", session.camera.id), session.url, session.extension_token)
+        return True
 
 
 class RtspStreams(StreamLifecycle[RtspSession]):
@@ -280,13 +286,7 @@ class RtspStreams(StreamLifecycle[RtspSession]):
             await self._stored.delete(row.camera_id)
             return
         session = RtspSession(camera)
-        try:
-            self._stored.restore(session, row)
-        except SecretUnreadable as exc:
-            # Encrypted under another app key: neither extensible nor stoppable from here,
-            # so it is left to expire at Google; the next demand generates a new stream.
-            logger.warning("camera %d (%s): its stored stream session is dropped: %s",
-                           camera.id, camera.name, exc.message)
+        if not self._stored.restore(session, row):
             await self._stored.delete(row.camera_id)
             return
         self._sessions[row.camera_id] = session
