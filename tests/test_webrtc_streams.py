@@ -17,37 +17,17 @@ from nestmtx_sidecar.events import Event, EventBus
 from nestmtx_sidecar.modules.cameras import CameraRef
 from nestmtx_sidecar.nest.google.sdm import SdmClient
 from nestmtx_sidecar.nest.streaming.webrtc import WebRtcStreams
+from tests.conftest import Events
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError
 from tests.services import wait_until
-from tests.test_webrtc import clip, clip_path, finished, loopback_ice, rtsp_receiver
+from tests.test_webrtc import Receiver, clip, clip_path, finished, loopback_ice, rtsp_receiver
 
 __all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
 
 DEVICE = "enterprises/project-1/devices/doorbell"
 CAMERA = CameraRef(id=7, credential_id=1, uid=DEVICE, name="Doorbell", enabled=True,
                    persistent=False, protocols=("WEB_RTC",), mtx_path="doorbell")
-
-
-class Events:
-    """Bus subscriber whose `next(name)` awaits the next camera event of that name."""
-
-    def __init__(self, bus: EventBus) -> None:
-        self.seen: list[Event] = []
-        self._waiters: list[tuple[str, asyncio.Future[Event]]] = []
-        bus.subscribe(self._on_event)
-
-    async def _on_event(self, event: Event) -> None:
-        self.seen.append(event)
-        for waiter in [w for w in self._waiters if w[0] == event.event]:
-            self._waiters.remove(waiter)
-            waiter[1].set_result(event)
-
-    async def next(self, name: str) -> Event:
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._waiters.append((name, future))
-        async with asyncio.timeout(15):
-            return await future
 
 
 @contextlib.asynccontextmanager
@@ -59,47 +39,51 @@ async def _google(peer: FakeNestWebRtc) -> AsyncIterator[FakeGoogle]:
         yield google
 
 
-async def _streams(google: FakeGoogle, bus: EventBus, rtsp_base: str,
-                   http: httpx.AsyncClient) -> WebRtcStreams:
-    token = "fake-access-token"
-    google.access_tokens[token] = time.monotonic() + 3600
+@contextlib.asynccontextmanager
+async def _running(peer: FakeNestWebRtc, tmp_path: Path, bus: EventBus
+                   ) -> AsyncIterator[tuple[WebRtcStreams, FakeGoogle, Receiver]]:
+    """WebRTC streams on a real SdmClient to the fake Google, publishing to an RTSP receiver;
+    every session stopped and the fake peer closed at the end."""
+    async with (httpx.AsyncClient() as http,
+                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
+                _google(peer) as google):
+        token = "fake-access-token"
+        google.access_tokens[token] = time.monotonic() + 3600
 
-    async def tokens(credential_id: int) -> str:
-        return token
+        async def tokens(credential_id: int) -> str:
+            return token
 
-    sdm = SdmClient(google.sdm_url, tokens, http)
-    streams = WebRtcStreams(bus, sdm, rtsp_base, start_timeout=15, silence_timeout=3)
-    bus.subscribe(streams.on_event)  # as nest.service wires it
-    return streams
+        sdm = SdmClient(google.sdm_url, tokens, http)
+        streams = WebRtcStreams(bus, sdm, receiver.url.rsplit("/", 1)[0], start_timeout=15,
+                                silence_timeout=3)
+        bus.subscribe(streams.on_event)  # as nest.service wires it
+        try:
+            yield streams, google, receiver
+        finally:
+            await streams.stop_all("shutting down")
+            await peer.close()
 
 
 async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Path) -> None:
     bus = EventBus()
-    events = Events(bus)
+    events = Events.subscribed(bus)
     lifetime = 3.0
     peer = FakeNestWebRtc(clip, battery=True, lifetime=lifetime)
-    async with (httpx.AsyncClient() as http,
-                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
-                _google(peer) as google):
-        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
-        try:
-            assert await streams.source_for(CAMERA) == "wait"
-            failed = await events.next("failed-extension")
-            assert failed.details["reason"] == "failed_precondition"
-            assert failed.details["regenerating"] is True
-            extended = await events.next("extended")
-            assert extended.details["regenerated"] is True
-            # Once known not to extend, the next renewal goes straight to a new session.
-            await events.next("extended")
-            await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
-            await bus.drain()
-            await finished(receiver)  # the publication ended with the demand
-        finally:
-            await streams.stop_all("shutting down")
-            await peer.close()
-        assert google.count("GenerateWebRtcStream") == 3
-        assert google.count("ExtendWebRtcStream") == 1
-        assert google.count("StopWebRtcStream") == 3  # two replaced, one at unDemand
+    async with _running(peer, tmp_path, bus) as (streams, google, receiver):
+        assert await streams.source_for(CAMERA) == "wait"
+        failed = await events.wait("camera", "failed-extension")
+        assert failed.details["reason"] == "failed_precondition"
+        assert failed.details["regenerating"] is True
+        extended = await events.wait("camera", "extended")
+        assert extended.details["regenerated"] is True
+        # Once known not to extend, the next renewal goes straight to a new session.
+        await events.wait("camera", "extended", count=2)
+        await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+        await bus.drain()
+        await finished(receiver)  # the publication ended with the demand
+    assert google.count("GenerateWebRtcStream") == 3
+    assert google.count("ExtendWebRtcStream") == 1
+    assert google.count("StopWebRtcStream") == 3  # two replaced, one at unDemand
 
     with av.open(str(receiver.output)) as container:
         stream = container.streams.video[0]
@@ -112,60 +96,47 @@ async def test_battery_device_is_regenerated_seamlessly(clip: Clip, tmp_path: Pa
 async def test_wired_device_is_extended_and_stopped_on_undemand(clip: Clip,
                                                                 tmp_path: Path) -> None:
     bus = EventBus()
-    events = Events(bus)
+    events = Events.subscribed(bus)
     peer = FakeNestWebRtc(clip, lifetime=2.0)
-    async with (httpx.AsyncClient() as http,
-                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
-                _google(peer) as google):
-        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
-        try:
-            await streams.source_for(CAMERA)
-            extended = await events.next("extended")
-            assert "regenerated" not in extended.details
-            assert extended.details["expiresAt"].endswith("Z")
-            await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
-            await bus.drain()
-            await finished(receiver)  # the publication ended with the demand
-        finally:
-            await streams.stop_all("shutting down")
-            await peer.close()
-        assert google.count("GenerateWebRtcStream") == 1
-        assert google.count("StopWebRtcStream") == 1
-        assert not [e for e in events.seen if e.event == "failed-extension"]
+    async with _running(peer, tmp_path, bus) as (streams, google, receiver):
+        await streams.source_for(CAMERA)
+        extended = await events.wait("camera", "extended")
+        assert "regenerated" not in extended.details
+        assert extended.details["expiresAt"].endswith("Z")
+        await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+        await bus.drain()
+        await finished(receiver)  # the publication ended with the demand
+    assert google.count("GenerateWebRtcStream") == 1
+    assert google.count("StopWebRtcStream") == 1
+    assert not [e for e in events.seen if e.event == "failed-extension"]
 
 
 async def test_recovery_gives_up_after_three_refusals_and_the_next_demand_starts_again(
         clip: Clip, tmp_path: Path) -> None:
     bus = EventBus()
-    events = Events(bus)
+    events = Events.subscribed(bus)
     peer = FakeNestWebRtc(clip, lifetime=120.0)
-    async with (httpx.AsyncClient() as http, _google(peer) as google,
-                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver):
-        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
-        try:
-            await streams.source_for(CAMERA)
-            (first,) = peer.sessions.values()
-            peer.refusal = NestApiError(503, "UNAVAILABLE", "The service is unavailable.")
-            await peer.stop(first.media_session_id)
-            stalled = await events.next("stalled")
-            assert stalled.details["reason"] in ("connection-failed", "silence")
-            # Three refused attempts later the publication ends: the receiver sees the
-            # publisher leave, and no `recovered` was claimed.
-            await finished(receiver)
-            assert google.count("GenerateWebRtcStream") == 1 + 3
-            assert not [e for e in events.seen if e.event == "recovered"]
-            # The next demand starts from scratch once Google answers again (ffmpeg's
-            # listener took its one publication: a new one, on its own port).
-            peer.refusal = None
-            async with rtsp_receiver(tmp_path, CAMERA.mtx_path) as again:
-                streams._rtsp_url = again.url.rsplit("/", 1)[0]
-                assert await streams.source_for(CAMERA) == "wait"
-                await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
-                await finished(again)
-        finally:
-            await streams.stop_all("shutting down")
-            await peer.close()
-        assert google.count("GenerateWebRtcStream") == 1 + 3 + 1
+    async with _running(peer, tmp_path, bus) as (streams, google, receiver):
+        await streams.source_for(CAMERA)
+        (first,) = peer.sessions.values()
+        peer.refusal = NestApiError(503, "UNAVAILABLE", "The service is unavailable.")
+        await peer.stop(first.media_session_id)
+        stalled = await events.wait("camera", "stalled")
+        assert stalled.details["reason"] in ("connection-failed", "silence")
+        # Three refused attempts later the publication ends: the receiver sees the
+        # publisher leave, and no `recovered` was claimed.
+        await finished(receiver)
+        assert google.count("GenerateWebRtcStream") == 1 + 3
+        assert not [e for e in events.seen if e.event == "recovered"]
+        # The next demand starts from scratch once Google answers again (ffmpeg's
+        # listener took its one publication: a new one, on its own port).
+        peer.refusal = None
+        async with rtsp_receiver(tmp_path, CAMERA.mtx_path) as again:
+            streams._rtsp_url = again.url.rsplit("/", 1)[0]
+            assert await streams.source_for(CAMERA) == "wait"
+            await bus.publish(Event("camera", "unDemand", CAMERA.id, {}))
+            await finished(again)
+    assert google.count("GenerateWebRtcStream") == 1 + 3 + 1
 
 
 async def test_a_stop_while_a_regeneration_is_answered_stops_the_new_session_too(
@@ -174,23 +145,16 @@ async def test_a_stop_while_a_regeneration_is_answered_stops_the_new_session_too
     # answer arrived after the stop had begun.
     bus = EventBus()
     peer = FakeNestWebRtc(clip, battery=True, lifetime=3.0)
-    async with (httpx.AsyncClient() as http,
-                rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
-                _google(peer) as google):
-        streams = await _streams(google, bus, receiver.url.rsplit("/", 1)[0], http)
-        try:
-            await streams.source_for(CAMERA)
-            held = google.hold("GenerateWebRtcStream")  # the battery device's regeneration
-            async with asyncio.timeout(15):
-                await held.reached.wait()
-            stopping = asyncio.create_task(streams.stop(CAMERA.id, "no more demand"))
-            await wait_until(lambda: not streams.is_live(CAMERA.id))  # the stop has begun
-            held.release()
-            await stopping
-            assert len(peer.sessions) == 2  # the first, and the one Google had generated
-            assert [s.stopped for s in peer.sessions.values()] == [True, True]
-            assert google.count("StopWebRtcStream", status=200) == 2
-            await finished(receiver)
-        finally:
-            await streams.stop_all("shutting down")
-            await peer.close()
+    async with _running(peer, tmp_path, bus) as (streams, google, receiver):
+        await streams.source_for(CAMERA)
+        held = google.hold("GenerateWebRtcStream")  # the battery device's regeneration
+        async with asyncio.timeout(15):
+            await held.reached.wait()
+        stopping = asyncio.create_task(streams.stop(CAMERA.id, "no more demand"))
+        await wait_until(lambda: not streams.is_live(CAMERA.id))  # the stop has begun
+        held.release()
+        await stopping
+        assert len(peer.sessions) == 2  # the first, and the one Google had generated
+        assert [s.stopped for s in peer.sessions.values()] == [True, True]
+        assert google.count("StopWebRtcStream", status=200) == 2
+        await finished(receiver)
