@@ -128,14 +128,14 @@ class Sidecar:
         sessions are kept there for any replica to resume."""
         if self.redis is None:
             self.event_log: EventLog = MemoryLog()
-            sessions: Sessions = MemorySessions()
+            self.sessions: Sessions = MemorySessions()
             manager = FastManager()
         else:
             self.event_log = RedisStreamLog(self.redis)
-            sessions = RedisSessions(self.redis)
+            self.sessions = RedisSessions(self.redis)
             manager = fast_manager_class(socketio.AsyncRedisManager)(self.settings.redis_url)
         return SocketIoDoor(self.auth, self.dispatcher, self.log_stream.recent, manager,
-                            self.settings.trusted_proxy_networks, self.event_log, sessions)
+                            self.settings.trusted_proxy_networks, self.event_log, self.sessions)
 
     async def start(self) -> None:
         await self.store.migrate()

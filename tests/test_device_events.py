@@ -211,7 +211,7 @@ async def test_duplicates_and_redeliveries_are_emitted_once(tmp_path: Path) -> N
 
 async def test_stale_and_malformed_messages_are_acknowledged_not_emitted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "nestmtx_sidecar.nest.devices.events")
+    caplog.set_level(logging.INFO, "nestmtx_sidecar.nest.devices")
     async with env(tmp_path) as e:
         await connect(e)
         await porch(e)
