@@ -7,20 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fakes.nest_webrtc import Clip
-from tests.test_webrtc import clip, clip_path, loopback_ice
-from tests.webrtc_soak import KINDS, soak
+from tests.test_webrtc import clip_path
+from tests.webrtc_soak import KINDS, run_apart
 
-__all__ = ["clip", "clip_path", "loopback_ice"]  # fixtures shared with test_webrtc
+__all__ = ["clip_path"]  # fixture shared with test_webrtc
 
 SECONDS = 75.0
 LIFETIME = 6.0
 RSS_BOUND_MIB = 4.0
 
 
-async def test_a_minute_of_renewals_leaks_nothing_and_never_gaps(clip: Clip,
+async def test_a_minute_of_renewals_leaks_nothing_and_never_gaps(clip_path: Path,
                                                                  tmp_path: Path) -> None:
-    result = await soak(clip, tmp_path, SECONDS, lifetime=LIFETIME)
+    result = await run_apart(clip_path, tmp_path, SECONDS, LIFETIME)
     renewals = int(SECONDS / LIFETIME)
     # The battery camera is regenerated about once a lifetime, the wired one extended.
     assert result.generated >= 1 + renewals - 2, result

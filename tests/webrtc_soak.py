@@ -4,15 +4,19 @@ Two cameras through one WebRtcStreams (the sidecar's), real SdmClient -> fake Go
 Nest peers: a battery doorbell (every renewal is a new session under the same publication)
 and a wired camera (extended). Samples this process's RSS, open fds, asyncio tasks and
 threads as it goes, and checks the RTSP publications for gaps. Used by tests/test_webrtc_soak.py
-(about a minute) and bench/webrtc_soak.py (`--minutes N`).
+(about a minute, in a process of its own: `run_apart`) and bench/webrtc_soak.py (`--minutes N`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import itertools
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from nestmtx_sidecar.nest.google.sdm import SdmClient
 from nestmtx_sidecar.nest.streaming.webrtc import WebRtcStreams
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+from tests.services import ROOT
 from tests.test_webrtc import _resources, finished, rtsp_receiver
 
 KINDS = {"doorbell": True, "wired": False}  # path -> battery
@@ -151,3 +156,37 @@ async def soak(clip: Clip, workdir: Path, seconds: float, lifetime: float = 20.0
         result.max_gap[ref.mtx_path] = max(b - a for a, b in itertools.pairwise(times))
         result.span[ref.mtx_path] = times[-1] - times[0]
     return result
+
+
+async def run_apart(clip_path: Path, workdir: Path, seconds: float, lifetime: float
+                    ) -> SoakResult:
+    """`soak` in a fresh interpreter, as the sidecar runs: in a process that has run other
+    tests, each sample's full collection and heap walk stalls the event loop for as long as
+    that process's heap takes, and the stall shows up as a gap in the publications."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.webrtc_soak", str(clip_path), str(workdir), str(seconds),
+        str(lifetime), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    assert child.returncode == 0, f"the soak process exited with {child.returncode}"
+    fields = json.loads(out.decode().splitlines()[-1])
+    return SoakResult(**{**fields, "samples": [Sample(**s) for s in fields["samples"]]})
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description="one soak, its result as JSON on stdout")
+    parser.add_argument("clip", type=Path)
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("lifetime", type=float)
+    args = parser.parse_args()
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # loopback only
+    result = asyncio.run(soak(Clip.load(args.clip), args.workdir, args.seconds,
+                              lifetime=args.lifetime))
+    print(json.dumps(dataclasses.asdict(result)))
+
+
+if __name__ == "__main__":
+    _main()
