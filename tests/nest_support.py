@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from nestmtx_sidecar.nest.google.quota import QuotaLimiter
+from nestmtx_sidecar.nest.google.sdm import SdmClient
 from tests.conftest import Events, RunningSidecar, make_settings, serve_in_loop
 from tests.fakes.google import FakeGoogle
 from tests.services import ROOT, require, require_binary
@@ -109,3 +112,16 @@ class RtspReceiver:
             await self._proc.wait()
         if self._reader:
             await self._reader
+
+
+def sdm_client(google: FakeGoogle, http: httpx.AsyncClient, limiter: QuotaLimiter | None = None,
+               valid_for: float = 3600.0) -> SdmClient:
+    """The real SdmClient on the fake Google, with an access token it accepts for `valid_for`
+    seconds, for tests that drive the stream parts without a token keeper."""
+    token = "fake-access-token"
+    google.access_tokens[token] = time.monotonic() + valid_for
+
+    async def tokens(credential_id: int) -> str:
+        return token
+
+    return SdmClient(google.sdm_url, tokens, http, limiter)

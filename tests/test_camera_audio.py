@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,18 +10,11 @@ import sqlalchemy as sa
 
 from nestmtx_sidecar.storage.store import Store
 from tests.conftest import RunningSidecar
-from tests.doors import HttpDoor, SocketDoor, insert_camera, insert_credential, open_door
+from tests.doors import HttpDoor, SocketDoor, insert_camera, insert_credential
+from tests.test_modules import door
 from tests.test_mqtt import TIMEOUT, Mosquitto, Watcher, add_camera, broker, mqtt_server
 
-__all__ = ["broker", "mqtt_server"]  # fixtures shared with test_mqtt
-
-
-@pytest.fixture(params=["http", "socketio"])
-async def door(request: pytest.FixtureRequest, server: RunningSidecar, token: str
-               ) -> AsyncIterator[HttpDoor | SocketDoor]:
-    opened = await open_door(request.param, server.url, token)
-    yield opened
-    await opened.close()
+__all__ = ["broker", "door", "mqtt_server"]  # fixtures shared with test_modules and test_mqtt
 
 
 async def test_audio_defaults_to_opus_and_is_updated_and_sorted(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -180,6 +184,17 @@ async def test_restart_keeps_authentication(tmp_path):
         assert google.count("token") == 1  # the stored token was still good: no refresh
 
 
+@contextlib.asynccontextmanager
+async def consenting(tmp_path: Path) -> AsyncIterator[
+        tuple[FakeGoogle, RunningSidecar, Events, httpx.AsyncClient, dict[str, Any]]]:
+    """A sidecar sending consent to the fake Google's page, with one credential to authorize:
+    (google, running, events, client, the credential)."""
+    async with FakeGoogle().serve() as google, \
+            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
+                running, events, client):
+        yield google, running, events, client, await add_credential(client, google)
+
+
 async def _consent_url(client: httpx.AsyncClient, running: RunningSidecar, google: FakeGoogle,
                        credential_id: int) -> str:
     """`credentials update {origin}` with the sidecar's callback registered at the fake Google."""
@@ -190,10 +205,7 @@ async def _consent_url(client: httpx.AsyncClient, running: RunningSidecar, googl
 
 
 async def test_consent_flow_through_google_to_an_authenticated_credential(tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, events, client):
-        created = await add_credential(client, google)
+    async with consenting(tmp_path) as (google, running, events, client, created):
         url = await _consent_url(client, running, google, created["id"])
         assert url.startswith(google.consent_url + "/project-1/auth?")
         async with httpx.AsyncClient(follow_redirects=True) as browser:
@@ -212,10 +224,7 @@ async def test_consent_flow_through_google_to_an_authenticated_credential(tmp_pa
 
 async def test_consent_url_carries_a_pkce_challenge_whose_verifier_is_encrypted_at_rest(
         tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, _, client):
-        created = await add_credential(client, google)
+    async with consenting(tmp_path) as (google, running, _, client, created):
         query = _query(await _consent_url(client, running, google, created["id"]))
         assert query["code_challenge_method"] == "S256"
         async with running.sidecar.store.begin() as conn:
@@ -238,10 +247,7 @@ async def _follow(url: str) -> httpx.Response:
 
 
 async def test_a_state_works_once_after_success(tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, events, client):
-        created = await add_credential(client, google)
+    async with consenting(tmp_path) as (google, running, events, client, created):
         url = await _consent_url(client, running, google, created["id"])
         assert (await _follow(url)).status_code == 200
         await events.wait("credentials", "authenticated")
@@ -279,10 +285,7 @@ async def test_concurrent_callbacks_with_one_state_bind_one_account(tmp_path, re
 
 
 async def test_a_state_is_consumed_by_a_failed_exchange_or_a_cancel(tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, events, client):
-        created = await add_credential(client, google)
+    async with consenting(tmp_path) as (google, running, events, client, created):
         url = await _consent_url(client, running, google, created["id"])
         google.fail_next("token", "invalid_grant")
         failed = await _follow(url)
@@ -306,11 +309,8 @@ async def test_a_state_is_consumed_by_a_failed_exchange_or_a_cancel(tmp_path):
 
 
 async def test_a_state_expires_after_ten_minutes(tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, events, client):
+    async with consenting(tmp_path) as (google, running, events, client, created):
         consents = running.sidecar.credentials.consents
-        created = await add_credential(client, google)
         late = await _consent_url(client, running, google, created["id"])
         consents.clock = lambda: utcnow() + dt.timedelta(minutes=10, seconds=5)
         expired = await _follow(late)
@@ -327,10 +327,7 @@ async def test_a_state_expires_after_ten_minutes(tmp_path):
 
 
 async def test_google_refuses_a_code_issued_for_another_pkce_challenge(tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, _, client):
-        created = await add_credential(client, google)
+    async with consenting(tmp_path) as (google, running, _, client, created):
         url = await _consent_url(client, running, google, created["id"])
         injected = url.replace(_query(url)["code_challenge"], pkce_challenge("x" * 43))
         page = await _follow(injected)
@@ -373,10 +370,7 @@ async def test_an_origin_with_user_info_is_refused(tmp_path):
 
 
 async def test_google_refuses_an_unknown_client_or_redirect_uri(tmp_path):
-    async with FakeGoogle().serve() as google, \
-            nest_sidecar(tmp_path, google, google_consent_url=google.consent_url) as (
-                running, _, client):
-        created = await add_credential(client, google)
+    async with consenting(tmp_path) as (google, running, _, client, created):
         url = await _consent_url(client, running, google, created["id"])
         async with httpx.AsyncClient() as browser:
             google.redirect_uris.clear()

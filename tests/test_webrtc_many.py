@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 from pathlib import Path
 
 import httpx
 
 from nestmtx_sidecar.events import Event, EventBus
 from nestmtx_sidecar.modules.cameras import CameraRef
-from nestmtx_sidecar.nest.google.sdm import SdmClient
 from nestmtx_sidecar.nest.streaming.webrtc import WebRtcStreams
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+from tests.nest_support import sdm_client
 from tests.test_webrtc import (
     access_unit_key,
     clip,
@@ -53,14 +52,8 @@ async def test_four_cameras_at_once_lose_no_frame(clip: Clip, tmp_path: Path) ->
         # One RTSP server per camera path, as MediaMTX has one path per camera.
         receivers = [await stack.enter_async_context(rtsp_receiver(tmp_path, ref.mtx_path))
                      for ref in refs]
-        token = "fake-access-token"
-        google.access_tokens[token] = time.monotonic() + 3600
-
-        async def tokens(credential_id: int) -> str:
-            return token
-
-        streams = WebRtcStreams(bus, SdmClient(google.sdm_url, tokens, http), "unused",
-                                start_timeout=15, silence_timeout=5)
+        streams = WebRtcStreams(bus, sdm_client(google, http), "unused", start_timeout=15,
+                                silence_timeout=5)
         bus.subscribe(streams.on_event)  # as nest.service wires it
         try:
             # ffmpeg's RTSP listener takes one publication, so each camera gets its own

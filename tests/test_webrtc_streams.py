@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +14,11 @@ import httpx
 
 from nestmtx_sidecar.events import Event, EventBus
 from nestmtx_sidecar.modules.cameras import CameraRef
-from nestmtx_sidecar.nest.google.sdm import SdmClient
 from nestmtx_sidecar.nest.streaming.webrtc import WebRtcStreams
 from tests.conftest import Events
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc, NestApiError
+from tests.nest_support import sdm_client
 from tests.services import wait_until
 from tests.test_webrtc import Receiver, clip, clip_path, finished, loopback_ice, rtsp_receiver
 
@@ -47,15 +46,8 @@ async def _running(peer: FakeNestWebRtc, tmp_path: Path, bus: EventBus
     async with (httpx.AsyncClient() as http,
                 rtsp_receiver(tmp_path, CAMERA.mtx_path) as receiver,
                 _google(peer) as google):
-        token = "fake-access-token"
-        google.access_tokens[token] = time.monotonic() + 3600
-
-        async def tokens(credential_id: int) -> str:
-            return token
-
-        sdm = SdmClient(google.sdm_url, tokens, http)
-        streams = WebRtcStreams(bus, sdm, receiver.url.rsplit("/", 1)[0], start_timeout=15,
-                                silence_timeout=3)
+        streams = WebRtcStreams(bus, sdm_client(google, http), receiver.url.rsplit("/", 1)[0],
+                                start_timeout=15, silence_timeout=3)
         bus.subscribe(streams.on_event)  # as nest.service wires it
         try:
             yield streams, google, receiver

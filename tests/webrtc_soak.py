@@ -28,10 +28,10 @@ from aiortc import RTCPeerConnection
 from nestmtx_sidecar.events import Event, EventBus
 from nestmtx_sidecar.modules.cameras import CameraRef
 from nestmtx_sidecar.nest.google.quota import QuotaLimiter, Quotas
-from nestmtx_sidecar.nest.google.sdm import SdmClient
 from nestmtx_sidecar.nest.streaming.webrtc import WebRtcStreams
 from tests.fakes.google import FakeGoogle, camera
 from tests.fakes.nest_webrtc import Clip, FakeNestWebRtc
+from tests.nest_support import sdm_client
 from tests.services import ROOT
 from tests.test_webrtc import _resources, finished, rtsp_receiver
 
@@ -115,13 +115,7 @@ async def soak(clip: Clip, workdir: Path, seconds: float, lifetime: float = 20.0
         await stack.enter_async_context(google.serve())
         receivers = [await stack.enter_async_context(rtsp_receiver(workdir, ref.mtx_path))
                      for ref in refs]
-        token = "fake-access-token"
-        google.access_tokens[token] = time.monotonic() + 10 * seconds + 3600
-
-        async def tokens(credential_id: int) -> str:
-            return token
-
-        sdm = SdmClient(google.sdm_url, tokens, http, QuotaLimiter(quotas))
+        sdm = sdm_client(google, http, QuotaLimiter(quotas), valid_for=10 * seconds + 3600)
         streams = WebRtcStreams(bus, sdm, "unused", start_timeout=15, silence_timeout=5)
         bus.subscribe(streams.on_event)
         try:
