@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import socketio
 
+from nestmtx_sidecar.security import new_token
 from tests.services import free_port, log_in, wait_for_port
 
 SERVE = ([shutil.which("nestmtx-sidecar")] if shutil.which("nestmtx-sidecar")
@@ -159,3 +160,10 @@ def test_serve_collects_rarely_and_never_rescans_start_up_objects() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_tokens_never_look_like_a_command_line_option() -> None:
+    # Bare urlsafe base64 starts with "-" once in 64: `events --token <it>` would fail.
+    tokens = {new_token() for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert all(t.startswith("nmx_") and len(t) == 47 for t in tokens)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+# Every token begins with this: one that began with "-" (1 in 64 of bare urlsafe base64)
+# would be taken for an option by a command line (`nestmtx-sidecar events --token ...`).
+TOKEN_PREFIX = "nmx_"
+
 
 def new_token() -> str:
-    """An opaque bearer token: 256 random bits."""
-    return secrets.token_urlsafe(32)
+    """An opaque bearer token: 256 random bits after TOKEN_PREFIX."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def bearer(header: str) -> str | None:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SESSIONS = 10_000  # dropped sockets remembered at once (in memory), oldest out first
 SESSION_KEY = "nestmtx:recovery:"  # + pid, in Redis
-MAX_PID_LENGTH = 64  # ours are 43 characters; anything much longer is not one
+MAX_PID_LENGTH = 64  # ours are 47 characters; anything much longer is not one
 # Missed frames a resuming socket may be sent: what fits its queue (the CONNECT reply too).
 MAX_REPLAY = MAX_QUEUED_PACKETS - 1
 
